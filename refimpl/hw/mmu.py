@@ -1,0 +1,287 @@
+"""The MMU of one CPU: CR3, a TLB, and the page walk that fills it.
+
+`translate(vaddr, access)` turns a virtual address into a physical one or raises `PageFault`,
+the way an x86 CPU does:
+- the walk starts at CR3 and reads one entry per level from physical memory;
+- an entry without its present bit stops the walk: a not-present fault;
+- write, user and execute rights are the AND of RW and US and the OR of NX over all levels;
+  a supervisor write to a read-only page faults too (SerenityOS runs with CR0.WP set);
+- the walk sets the accessed bit in every entry it used and, on a write, the dirty bit in the
+  last one;
+- the result goes into the TLB, and later accesses to the page use it *without* reading the
+  page tables again. Changing a PTE therefore has no effect on this CPU until `invlpg` or a CR3
+  load removes the cached translation: the stale-TLB bug class is real here.
+
+An access is described by the same bits as the x86 page-fault error code, so the code of a fault
+is simply `access | PRESENT` for a protection violation and `access` for a missing page.
+"""
+
+from __future__ import annotations
+
+from refimpl.hw.memory import PhysicalMemory
+from refimpl.hw.paging import PagingFormat, PTEFlags
+
+
+class Access:
+    """Kinds of memory access, encoded as x86 page-fault error-code bits (plain ints: the
+    translate fast path cannot afford enum arithmetic)."""
+
+    READ = 0
+    WRITE = 1 << 1
+    USER = 1 << 2
+    EXECUTE = 1 << 4  # instruction fetch
+
+    @staticmethod
+    def describe(access: int) -> str:
+        kind = "instruction fetch" if access & Access.EXECUTE else (
+            "write" if access & Access.WRITE else "read")
+        return f"{kind} by {'user' if access & Access.USER else 'supervisor'}"
+
+
+class ErrorCode:
+    """The other bits of the page-fault error code."""
+
+    PRESENT = 1 << 0
+    RESERVED = 1 << 3
+
+
+class CPUException(Exception):
+    """An exception the simulated CPU raises while executing an access."""
+
+
+class PageFault(CPUException):
+    """#PF: `address` is what CR2 holds, `error_code` has the x86 bits P, W, U and I."""
+
+    def __init__(self, address: int, error_code: int) -> None:
+        self.address = address
+        self.error_code = error_code
+        super().__init__(str(self))
+
+    @property
+    def cr2(self) -> int:
+        return self.address
+
+    def is_not_present(self) -> bool:
+        return not self.error_code & ErrorCode.PRESENT
+
+    def is_protection_violation(self) -> bool:
+        return bool(self.error_code & ErrorCode.PRESENT)
+
+    def is_write(self) -> bool:
+        return bool(self.error_code & Access.WRITE)
+
+    def is_user(self) -> bool:
+        return bool(self.error_code & Access.USER)
+
+    def is_instruction_fetch(self) -> bool:
+        return bool(self.error_code & Access.EXECUTE)
+
+    @property
+    def access(self) -> int:
+        return self.error_code & (Access.WRITE | Access.USER | Access.EXECUTE)
+
+    def __str__(self) -> str:
+        cause = "protection violation" if self.is_protection_violation() else "page not present"
+        return (f"page fault at {self.address:#x}: {cause} on {Access.describe(self.access)} "
+                f"(error code {self.error_code:#x})")
+
+
+class GeneralProtectionFault(CPUException):
+    """#GP: raised for a non-canonical address, which the MMU refuses before any walk."""
+
+    def __init__(self, address: int, reason: str) -> None:
+        self.address = address
+        super().__init__(f"general protection fault: {reason}")
+
+
+class TLB(dict):
+    """The translations one CPU has cached: page number -> TLB entry.
+
+    A TLB entry is the tuple `(frame_base, fast_denied, denied, global_bit)`:
+    - `denied`: the Access bits this page refuses (WRITE, USER, EXECUTE);
+    - `fast_denied`: `denied`, plus WRITE while the page's dirty bit is not yet set, so that the
+      first write goes back to the page tables to set it, as the hardware does;
+    - `global_bit`: non-zero for a global page, which a CR3 load does not flush.
+    Entries are evicted oldest first when `capacity` is reached.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        super().__init__()
+        if capacity < 1:
+            raise ValueError("a TLB holds at least one entry")
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+
+    def insert(self, page_number: int, entry: tuple[int, int, int, bool]) -> None:
+        if page_number not in self and len(self) >= self.capacity:
+            del self[next(iter(self))]
+        self[page_number] = entry
+
+    def invalidate(self, page_number: int) -> None:
+        self.pop(page_number, None)
+
+    def flush(self, include_global: bool = False) -> None:
+        if include_global:
+            self.clear()
+            return
+        for page_number in [n for n, entry in self.items() if not entry[3]]:
+            del self[page_number]
+
+
+class MMU:
+    """Address translation for one CPU over `memory`, in `memory.format`."""
+
+    def __init__(self, memory: PhysicalMemory, tlb_capacity: int = 64) -> None:
+        fmt: PagingFormat = memory.format
+        self.memory = memory
+        self.format = fmt
+        self.tlb = TLB(tlb_capacity)
+        self._cr3 = 0
+        self._page_shift = fmt.page_shift
+        self._offset_mask = fmt.page_size - 1
+        present, accessed = fmt.present_mask, fmt.mask(PTEFlags.ACCESSED)
+        read_write, user = fmt.mask(PTEFlags.READ_WRITE), fmt.mask(PTEFlags.USER_SUPERVISOR)
+        self._present, self._accessed = present, accessed
+        no_execute = fmt.mask(PTEFlags.NO_EXECUTE)
+        # The accesses refused, given the AND of all levels' P, A, RW and US bits and the OR of
+        # their NX bits. Values with P or A missing are absent: those walks go level by level.
+        # A format without RW, US or NX restricts nothing with that bit.
+        denied_by_bits = {
+            present | accessed | rights | nx:
+                (Access.WRITE if read_write and not rights & read_write else 0)
+                | (Access.USER if user and not rights & user else 0)
+                | (Access.EXECUTE if nx else 0)
+            for rights in {0, read_write, user, read_write | user} for nx in {0, no_execute}}
+        bits = fmt.virtual_address_bits
+        # A table's entries start at entry index paddr // entry_size of the entry array. An entry
+        # keeps its frame number at `frame_shift`; (entry & frame_field) << up >> down turns it
+        # into the entry index of that frame's first entry (x86: up 0, down 3).
+        entry_bits = fmt.entry_size.bit_length() - 1
+        to_index = fmt.page_shift - fmt.frame_shift - entry_bits
+        # Everything the walk needs, unpacked in one step (attribute loads dominate a walk):
+        self._walk_constants = (
+            # addresses below 2**plain_address_bits need no range or canonical check
+            bits - 1 if fmt.canonical else bits,
+            fmt.frame_mask << fmt.frame_shift, max(to_index, 0), max(-to_index, 0),
+            fmt.page_shift - fmt.frame_shift,  # frame field -> physical address
+            present | accessed | read_write | user, no_execute, denied_by_bits,
+            fmt.mask(PTEFlags.DIRTY), fmt.mask(PTEFlags.GLOBAL),
+            fmt.level_shift(0), fmt.entries_per_table(0) - 1,
+            0 if fmt.top_level_permissions else read_write | user,
+            tuple((fmt.level_shift(level), fmt.entries_per_table(level) - 1)
+                  for level in range(1, fmt.levels)))
+        self._entry_bits = entry_bits
+        self._cr3_index = 0
+
+    # CR3 and TLB maintenance --------------------------------------------------------------------
+
+    @property
+    def cr3(self) -> int:
+        return self._cr3
+
+    def load_cr3(self, paddr: int) -> None:
+        """Point the MMU at a new top-level table; drop every non-global TLB entry."""
+        if paddr % self.format.page_size or not 0 <= paddr < self.memory.size:
+            raise ValueError(f"CR3 value {paddr:#x} must be a page-aligned address inside RAM")
+        self._cr3 = paddr
+        self._cr3_index = paddr >> self._entry_bits  # see walk()
+        self.tlb.flush(include_global=False)
+
+    def invlpg(self, vaddr: int) -> None:
+        """Drop the cached translation of the page holding `vaddr`, global or not."""
+        self.tlb.invalidate(vaddr >> self._page_shift)
+
+    # Translation ------------------------------------------------------------------------------
+
+    def translate(self, vaddr: int, access: int = Access.READ) -> int:
+        """The physical address for `vaddr`; raises PageFault or GeneralProtectionFault."""
+        tlb = self.tlb
+        cached = tlb.get(vaddr >> self._page_shift)
+        if cached is None:
+            tlb.misses += 1
+            return self.walk(vaddr, access)
+        if not access & cached[1]:
+            tlb.hits += 1
+            return cached[0] | (vaddr & self._offset_mask)
+        if access & cached[2]:
+            # The cached rights refuse this access. Like x86, fault without re-reading the
+            # tables and drop the entry, so a retry after the fault sees the current PTE.
+            tlb.hits += 1
+            del tlb[vaddr >> self._page_shift]
+            raise PageFault(vaddr, ErrorCode.PRESENT | access)
+        tlb.misses += 1  # the first write to a clean page walks again to set its dirty bit
+        return self.walk(vaddr, access)
+
+    def walk(self, vaddr: int, access: int = Access.READ) -> int:
+        """Walk the page tables for `vaddr`, check `access`, cache the result in the TLB and
+        return the physical address (a TLB miss).
+
+        Sets accessed bits, and the dirty bit on a write, as the hardware does; raises PageFault
+        when a level is not present or the rights refuse `access`. The loop reads one entry per
+        level and folds them together (AND for present, accessed, RW and US; OR for NX); a
+        missing or not-yet-accessed level shows in that AND at the end, and such walks are
+        redone by `_walk_level_by_level`. For a side-effect-free walk reporting every step, see
+        `refimpl.hw.inspect.trace_walk`.
+        """
+        (plain_address_bits, frame_field, up, down, to_address, checked_bits, no_execute_bit,
+         denied_by_bits, dirty_bit, global_bit, top_shift, top_mask, top_ignored,
+         lower_levels) = self._walk_constants
+        if vaddr >> plain_address_bits:  # also true for negative numbers
+            self._refuse_address(vaddr)
+        entries = self.memory.entry_array
+        try:
+            index = self._cr3_index + ((vaddr >> top_shift) & top_mask)
+            entry = entries[index]
+            rights = entry | top_ignored
+            no_execute = entry
+            for shift, index_mask in lower_levels:
+                # A not-present entry's frame field may hold anything: the AND has already
+                # lost the present bit, so whatever this reads is discarded below.
+                index = ((entry & frame_field) << up >> down) + ((vaddr >> shift) & index_mask)
+                entry = entries[index]
+                rights &= entry
+                no_execute |= entry
+        except IndexError:  # a not-present entry named a frame beyond RAM
+            rights = 0
+        denied = denied_by_bits.get((rights & checked_bits) | (no_execute & no_execute_bit))
+        if denied is None:  # a level is missing, or not yet marked accessed
+            self._walk_level_by_level(vaddr, access)
+            return self.walk(vaddr, access)
+        if access & denied:
+            raise PageFault(vaddr, ErrorCode.PRESENT | access)
+        fast_denied = denied
+        if entry & dirty_bit != dirty_bit:
+            if access & Access.WRITE:
+                entries[index] = entry | dirty_bit
+            else:
+                fast_denied |= Access.WRITE  # the first write must come back to set D
+        tlb = self.tlb
+        page_number = vaddr >> self._page_shift
+        if len(tlb) >= tlb.capacity and page_number not in tlb:
+            del tlb[next(iter(tlb))]
+        frame_base = (entry & frame_field) << to_address
+        tlb[page_number] = (frame_base, fast_denied, denied, entry & global_bit)
+        return frame_base | (vaddr & self._offset_mask)
+
+    def _walk_level_by_level(self, vaddr: int, access: int) -> None:
+        """Raise the not-present fault at the first missing level, or set the accessed bits."""
+        fmt = self.format
+        frame = self._cr3 >> self._page_shift
+        for level in range(fmt.levels):
+            table = self.memory.entries(frame)  # raises for a present entry beyond RAM
+            index = fmt.index(vaddr, level)
+            entry = table[index]
+            if not entry & self._present:
+                raise PageFault(vaddr, access)
+            if not entry & self._accessed:
+                self.memory.write_entry(frame * fmt.page_size + index * fmt.entry_size,
+                                        entry | self._accessed)
+            frame = fmt.decode_frame(entry)
+
+    def _refuse_address(self, vaddr: int) -> None:
+        problem = self.format.address_problem(vaddr)
+        if problem is not None:
+            if self.format.canonical:
+                raise GeneralProtectionFault(vaddr, problem)
+            raise ValueError(problem)

@@ -1,0 +1,275 @@
+"""MemoryManager: physical pages, quickmaps and page-table entries (Kernel/Memory/MemoryManager).
+
+Boot order: the prekernel builds the boot tables; the MemoryManager turns the rest of RAM into a
+buddy-allocated PhysicalRegion, adopts the boot pages as PhysicalPages that never return to the
+free list, wraps the boot tables in the kernel PageDirectory, and starts the kernel heap.
+
+Reaching page tables: the kernel has no linear map of physical memory. To read or write a page
+directory or page table it points a *quickmap* window (a fixed kernel virtual page whose PTE sits
+in the static table pt1023) at that physical page and goes through the window:
+- `quickmap_pd(directory, pdpt_index)`: the global PD window;
+- `quickmap_pt(paddr)`: the global PT window;
+- `quickmap_page(paddr)` / `unquickmap_page()`: a per-CPU window for any page, not reentrant.
+The PD and PT windows have no owner and no unmap: a pointer into one is valid only until the next
+quickmap of the same window on this CPU.
+
+Errors and panics: functions that can fail for a reason a correct caller may meet (no memory)
+return ErrorOr; a call no correct kernel makes (an address outside every page directory, a frame
+with no PhysicalPage) is a VERIFY failure and raises KernelPanic, before any state has changed.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.hw import CPU, Machine, PTEFlags
+from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress, VirtualAddress
+from refimpl.kernel.allocation import AllocationCounters, AllocationKind
+from refimpl.kernel.kmalloc import KmallocHeap
+from refimpl.kernel.layout import BOOT_PD_KERNEL_PT1023, KernelLayout
+from refimpl.kernel.page_directory import PageDirectory
+from refimpl.kernel.page_table_entry import (PageDirectoryEntry, PageTableEntry,
+                                             TableWindow)
+from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
+from refimpl.kernel.physical_region import PhysicalRegion
+from refimpl.kernel.prekernel import BootInfo, build_boot_page_tables
+
+
+class ShouldZeroFill(enum.Enum):
+    NO = False
+    YES = True
+
+
+class MemoryManager:
+    def __init__(self, machine: Machine, initial_kmalloc_pages: int = 4) -> None:
+        self.machine = machine
+        self.format = machine.format
+        self.layout = layout = KernelLayout.for_format(machine.format, initial_kmalloc_pages)
+        first_usable = layout.first_usable_paddr // PAGE_SIZE
+        if machine.memory.frame_count < first_usable + 256:
+            raise ValueError(f"the kernel needs at least {(first_usable + 256) * PAGE_SIZE:#x} "
+                             f"bytes of RAM (image, low memory and one 1 MiB zone)")
+        VERIFY(len(machine.cpus) <= 64, "the quickmap area has room for 64 CPUs")
+        self.allocations = AllocationCounters()
+        self.physical_page_entries: list[PhysicalPage | None] = [None] * machine.memory.frame_count
+        self.user_physical_region = PhysicalRegion(
+            first_usable, machine.memory.frame_count - first_usable)
+        cpu_count = len(machine.cpus)
+        self._last_quickmap_pd: list[int | None] = [None] * cpu_count
+        self._last_quickmap_pt: list[int | None] = [None] * cpu_count
+        self._quickmap_in_use = [False] * cpu_count
+        self.page_directories_by_cr3: dict[int, PageDirectory] = {}
+
+        boot = build_boot_page_tables(machine, layout)
+        self._adopt_kernel_image(boot)
+        self._kernel_page_directory = PageDirectory.must_create_kernel_page_directory(self, boot)
+        self.kmalloc_heap = KmallocHeap(self)
+
+    def _adopt_kernel_image(self, boot: BootInfo) -> None:
+        """Make PhysicalPages of the image pages. Each boot page table gets one reference that
+        its PDE owns, matched by the unref in release_pte(); none ever returns to the free list."""
+        directories = {boot.pml4t, boot.pdpt, boot.pd_kernel}
+        for page in range(self.layout.kernel_image_pages):
+            paddr = self.layout.image_paddr(page)
+            if paddr in boot.boot_page_tables:
+                purpose = PagePurpose.PAGE_TABLE
+            elif paddr in directories:
+                purpose = PagePurpose.PAGE_DIRECTORY
+            else:
+                purpose = PagePurpose.KERNEL_IMAGE
+            PhysicalPage.create(self, paddr, MayReturnToFreeList.NO, purpose)
+
+    # Who is running, and the kernel's own directory ----------------------------------------------
+
+    def current_cpu(self) -> CPU:
+        return self.machine.current_cpu
+
+    def kernel_page_directory(self) -> PageDirectory:
+        return self._kernel_page_directory
+
+    # Physical pages --------------------------------------------------------------------------------
+
+    def get_physical_page_entry(self, paddr: int) -> PhysicalPage:
+        """The live PhysicalPage of the frame holding `paddr` (C++: `.allocated.physical_page`
+        of its PhysicalPageEntry)."""
+        index = paddr // PAGE_SIZE
+        VERIFY(0 <= index < len(self.physical_page_entries),
+               f"get_physical_page_entry: P{paddr:#x} is outside RAM")
+        page = self.physical_page_entries[index]
+        VERIFY(page is not None, f"get_physical_page_entry: frame P{paddr:#x} has no live "
+                                 f"PhysicalPage")
+        return page
+
+    @staticmethod
+    def get_physical_address(page: PhysicalPage) -> PhysicalAddress:
+        return page.paddr()
+
+    @fallible
+    def allocate_physical_page(self, should_zero_fill: ShouldZeroFill = ShouldZeroFill.YES,
+                               purpose: PagePurpose = PagePurpose.KERNEL):
+        """One page with one reference, owned by the caller: ErrorOr[PhysicalPage]."""
+        if self.allocations.note(AllocationKind.PHYSICAL_PAGE, PAGE_SIZE):
+            return Error.from_errno(Errno.ENOMEM, "injected physical page allocation failure")
+        page_index = self.user_physical_region.take_free_page()
+        if page_index is None:
+            return Error.from_errno(Errno.ENOMEM, "no free physical pages")
+        page = PhysicalPage.create(self, page_index * PAGE_SIZE, MayReturnToFreeList.YES, purpose)
+        if should_zero_fill is ShouldZeroFill.YES:
+            window = self.quickmap_page(page.paddr())
+            self.current_cpu().store(window, bytes(PAGE_SIZE))
+            self.unquickmap_page()
+        return page
+
+    def deallocate_physical_page(self, paddr: int) -> None:
+        """Called by PhysicalPage.free_this() once the page's entry no longer holds it."""
+        self.user_physical_region.return_page(paddr // PAGE_SIZE)
+
+    def free_physical_pages(self) -> int:
+        return self.user_physical_region.free_pages()
+
+    def live_physical_pages(self) -> list[PhysicalPage]:
+        return [page for page in self.physical_page_entries if page is not None]
+
+    # Quickmaps -------------------------------------------------------------------------------------
+
+    def _pt1023_entry(self, slot: VirtualAddress) -> PageTableEntry:
+        """The PTE of a quickmap slot, in the static page table that is part of the image."""
+        table = self.layout.image_vaddr(BOOT_PD_KERNEL_PT1023)
+        return PageTableEntry(self, table + self.layout.pt_index(slot) * self.format.entry_size)
+
+    def _point_slot_at(self, slot: VirtualAddress, paddr: int) -> PageTableEntry:
+        pte = self._pt1023_entry(slot)
+        pte.set_raw(self.format.encode(paddr // PAGE_SIZE, PTEFlags.PRESENT | PTEFlags.READ_WRITE))
+        return pte
+
+    def _quickmap_shared_slot(self, slot: VirtualAddress, paddr: int,
+                              last_mapped: list[int | None]) -> VirtualAddress:
+        """Point a global window at `paddr`. Flush this CPU's TLB entry if the PTE changes, or if
+        this CPU last saw another page there (other CPUs' edits to the slot are not broadcast)."""
+        cpu = self.current_cpu()
+        pte = self._pt1023_entry(slot)
+        if not pte.is_present() or pte.physical_page_base() != paddr:
+            self._point_slot_at(slot, paddr)
+            cpu.mmu.invlpg(slot)
+        elif last_mapped[cpu.id] != paddr:
+            cpu.mmu.invlpg(slot)
+        last_mapped[cpu.id] = paddr
+        return slot
+
+    def quickmap_pd(self, directory: PageDirectory, pdpt_index: int
+                    ) -> TableWindow[PageDirectoryEntry]:
+        page = directory.directory_page(pdpt_index)
+        VERIFY(page is not None, f"quickmap_pd: {directory!r} has no page directory for "
+                                 f"PDPT index {pdpt_index}")
+        slot = self._quickmap_shared_slot(self.layout.kernel_quickmap_pd, page.paddr(),
+                                          self._last_quickmap_pd)
+        return TableWindow(self, slot, PageDirectoryEntry)
+
+    def quickmap_pt(self, paddr: int) -> TableWindow[PageTableEntry]:
+        slot = self._quickmap_shared_slot(self.layout.kernel_quickmap_pt, paddr,
+                                          self._last_quickmap_pt)
+        return TableWindow(self, slot, PageTableEntry)
+
+    def quickmap_page(self, paddr: int) -> VirtualAddress:
+        """This CPU's private window onto `paddr`. Not reentrant: unquickmap_page() first."""
+        cpu = self.current_cpu()
+        VERIFY(not self._quickmap_in_use[cpu.id],
+               f"quickmap_page on CPU {cpu.id} while its window is in use (it would deadlock)")
+        self._quickmap_in_use[cpu.id] = True
+        slot = self.layout.kernel_quickmap_per_cpu(cpu.id)
+        self._point_slot_at(slot, paddr)
+        cpu.mmu.invlpg(slot)
+        return slot
+
+    def unquickmap_page(self) -> None:
+        cpu = self.current_cpu()
+        VERIFY(self._quickmap_in_use[cpu.id], "unquickmap_page without quickmap_page")
+        slot = self.layout.kernel_quickmap_per_cpu(cpu.id)
+        self._pt1023_entry(slot).clear()
+        cpu.mmu.invlpg(slot)
+        self._quickmap_in_use[cpu.id] = False
+
+    # Page-table entries ----------------------------------------------------------------------------
+
+    def _verify_reachable(self, directory: PageDirectory, vaddr: int) -> None:
+        problem = self.format.address_problem(vaddr)
+        VERIFY(problem is None, f"not a virtual address: {problem}")
+        VERIFY(directory.directory_page(self.layout.pdpt_index(vaddr)) is not None
+               and vaddr < 1 << 39,
+               f"V{vaddr:#x} lies outside every page directory of {directory!r}")
+
+    def pte(self, directory: PageDirectory, vaddr: int) -> PageTableEntry | None:
+        """The PTE mapping `vaddr`, or None when no page table covers it. Allocates nothing."""
+        self._verify_reachable(directory, vaddr)
+        layout = self.layout
+        pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
+        if not pde.is_present():
+            return None
+        return self.quickmap_pt(pde.page_table_base())[layout.pt_index(vaddr)]
+
+    @fallible
+    def ensure_pte(self, directory: PageDirectory, vaddr: int):
+        """The PTE for `vaddr`, creating its page table if needed: ErrorOr[PageTableEntry].
+
+        A new page table is owned by the PDE that points at it: it keeps the one reference
+        allocate_physical_page() gave it, and release_pte() drops that reference. Nothing here
+        touches the kernel heap, so no nested call can retarget the PD window under our feet.
+        """
+        self._verify_reachable(directory, vaddr)
+        layout = self.layout
+        pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
+        if pde.is_present():
+            return self.quickmap_pt(pde.page_table_base())[layout.pt_index(vaddr)]
+        page_table = TRY(self.allocate_physical_page(ShouldZeroFill.YES, PagePurpose.PAGE_TABLE))
+        pde.set_page_table_base(page_table.paddr())
+        pde.set_user_allowed(True)
+        pde.set_present(True)
+        pde.set_writable(True)
+        pde.set_global(directory is self._kernel_page_directory)
+        # The PDE now owns the reference `page_table` came with: nothing to unref here.
+        return self.quickmap_pt(pde.page_table_base())[layout.pt_index(vaddr)]
+
+    def release_pte(self, directory: PageDirectory, vaddr: int, is_last_pte: bool) -> None:
+        """Clear the PTE for `vaddr`. On the last PTE of a run (or the table's last slot), free
+        the page table if it is now empty: unref it first (reading its base from the PDE), then
+        clear the PDE. The caller flushes the TLB."""
+        self._verify_reachable(directory, vaddr)
+        layout = self.layout
+        pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
+        if not pde.is_present():
+            return
+        page_table = self.quickmap_pt(pde.page_table_base())
+        pt_index = layout.pt_index(vaddr)
+        page_table[pt_index].clear()
+        if not (is_last_pte or pt_index == 511):
+            return
+        if any(page_table.raw_entries()):
+            return
+        self.get_physical_page_entry(pde.page_table_base()).unref()
+        pde.clear()
+
+    # TLB -------------------------------------------------------------------------------------------
+
+    def flush_tlb_local(self, vaddr: int, page_count: int = 1) -> None:
+        mmu = self.current_cpu().mmu
+        for page in range(page_count):
+            mmu.invlpg(vaddr + page * PAGE_SIZE)
+
+    def flush_tlb(self, directory: PageDirectory, vaddr: int, page_count: int = 1) -> None:
+        """Invalidate on every CPU that may cache these pages: all CPUs for the kernel
+        directory (its mappings are in every address space), else the CPUs running
+        `directory` (a TLB shootdown by IPI on real hardware)."""
+        for cpu in self.machine.cpus:
+            if directory.is_kernel() or cpu.mmu.cr3 == directory.cr3():
+                for page in range(page_count):
+                    cpu.mmu.invlpg(vaddr + page * PAGE_SIZE)
+
+    # The kernel heap -------------------------------------------------------------------------------
+
+    def kmalloc(self, size: int):
+        """ErrorOr[VirtualAddress]: see refimpl.kernel.kmalloc."""
+        return self.kmalloc_heap.kmalloc(size)
+
+    def kfree(self, address: int) -> None:
+        self.kmalloc_heap.kfree(address)
