@@ -29,23 +29,25 @@ def sweep_allocation_failures(setup, kinds=tuple(AllocationKind)):
     """Fail each allocation an operation makes, one at a time, and check after each failure that
     the operation reported ENOMEM and left the kernel exactly as it was.
 
-    `setup()` builds a fresh kernel and returns `(mm, operation)`; every attempt starts from a
-    new setup, so attempts cannot influence each other. Returns, per kind, how many allocation
+    `setup()` builds a fresh kernel and returns `(mm, operation)` or `(mm, operation, spaces)`,
+    spaces being address spaces whose regions must not change either; every attempt starts from
+    a new setup, so attempts cannot influence each other. Returns, per kind, how many allocation
     points were exercised.
     """
     exercised = {}
     for kind in kinds:
         n = 1
         while True:
-            mm, operation = setup()
-            before = KernelSnapshot.take(mm)
+            mm, operation, *spaces = setup()
+            spaces = tuple(spaces[0]) if spaces else ()
+            before = KernelSnapshot.take(mm, spaces)
             mm.allocations.fail_nth(kind, n)
             result = operation()
             if mm.allocations.is_armed(kind):  # the operation made fewer than n allocations
                 break
             assert result.is_error(), f"{kind.value} #{n} failed but the operation succeeded"
             assert result.error().code() == 12, f"{kind.value} #{n}: {result.error()!r}"
-            differences = before.differences(KernelSnapshot.take(mm))
+            differences = before.differences(KernelSnapshot.take(mm, spaces))
             assert not differences, f"{kind.value} #{n} failure changed state: {differences}"
             n += 1
         exercised[kind] = n - 1

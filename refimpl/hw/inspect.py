@@ -114,11 +114,10 @@ def mapped_pages(memory: PhysicalMemory, cr3: int) -> dict[int, tuple[int, PTEFl
     result: dict[int, tuple[int, PTEFlags]] = {}
 
     def visit(table_frame: int, level: int, base: int) -> None:
-        entries = memory.entries(table_frame)
-        for index in range(fmt.entries_per_table(level)):
+        entries = memory.entries(table_frame)[:fmt.entries_per_table(level)].tolist()
+        present = fmt.present_mask
+        for index in [i for i, entry in enumerate(entries) if entry & present]:
             entry = entries[index]
-            if not entry & fmt.present_mask:
-                continue
             vaddr = base | (index << fmt.level_shift(level))
             frame = fmt.decode_frame(entry)
             if level == fmt.levels - 1:

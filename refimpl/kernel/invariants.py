@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from refimpl.hw import PTEFlags, mapped_pages
 from refimpl.kernel.address import PAGE_SIZE
+from refimpl.kernel.address_space import AddressSpace
 from refimpl.kernel.memory_manager import MemoryManager
 from refimpl.kernel.physical_page import PagePurpose
+from refimpl.kernel.region import Region
+from refimpl.kernel.region_tree import RegionTree
 
 
 def page_table_references(mm: MemoryManager) -> Counter[int]:
@@ -66,6 +69,79 @@ def physical_page_violations(mm: MemoryManager) -> list[str]:
     return problems
 
 
+def region_tree_violations(tree: RegionTree) -> list[str]:
+    """Keys equal bases; regions are page-aligned, inside the total range and do not overlap;
+    regions and gaps tile the total range, no two gaps touch, and both gap indexes agree."""
+    problems = []
+    for key, region in tree.keyed_regions():
+        if region.range is None or key != region.range.base:
+            problems.append(f"{region!r} is stored under key {key:#x}")
+        elif not region.range.is_page_aligned() or region.range.is_empty() or \
+                not tree.total_range.contains(region.range):
+            problems.append(f"{region!r} is empty, misaligned or outside {tree.total_range}")
+    pieces = sorted([(r.range.base, r.range.end, "region") for r in tree.regions()] +
+                    [(g.base, g.end, "gap") for g in tree.gaps()])
+    position, previous = tree.total_range.base, None
+    for base, end, kind in pieces:
+        if base != position:
+            problems.append(f"{kind} at {base:#x} where {position:#x} was expected "
+                            f"(overlap or hole)")
+        if kind == previous == "gap":
+            problems.append(f"two gaps touch at {base:#x}")
+        position, previous = end, kind
+    if position != tree.total_range.end:
+        problems.append(f"regions and gaps end at {position:#x}, not {tree.total_range.end:#x}")
+    if tree.gaps_by_size() != sorted((g.size, g.base) for g in tree.gaps()):
+        problems.append("the gap size index disagrees with the gaps")
+    return problems
+
+
+def brute_force_region_containing(space: AddressSpace, address: int) -> Region | None:
+    """The region holding `address`, by looking at every region: what lookups must agree with."""
+    matches = [region for region in space.region_tree.regions() if region.range.contains(address)]
+    return matches[0] if matches else None
+
+
+def address_space_violations(space: AddressSpace) -> list[str]:
+    """The RegionTree's invariants, and every user PTE checked against the regions: it lies in
+    a region, maps the page the region's VMObject holds at that slot, is user-accessible, and is
+    writable only if the region is, the page is neither the shared zero page nor CoW, and (for a
+    private region) no other VMObject holds the page. Every page of a mapped region has its
+    PTE."""
+    mm = space._mm
+    problems = region_tree_violations(space.region_tree)
+    ceiling = mm.layout.user_range_ceiling
+    ptes = {vaddr: entry for vaddr, entry in
+            mapped_pages(mm.machine.memory, space.page_directory.cr3()).items() if vaddr < ceiling}
+    for vaddr, (frame, flags) in ptes.items():
+        region = brute_force_region_containing(space, vaddr)
+        if region is None:
+            problems.append(f"PTE for {vaddr:#x} lies in no region")
+            continue
+        index = (vaddr - region.vaddr()) // PAGE_SIZE
+        page = region.physical_page(index)
+        if page is None or page.paddr() // PAGE_SIZE != frame:
+            problems.append(f"PTE for {vaddr:#x} maps frame {frame:#x}, not {region!r}'s page")
+        if not flags & PTEFlags.USER_SUPERVISOR:
+            problems.append(f"user PTE for {vaddr:#x} is supervisor-only")
+        may_write = region.is_writable() and page is not mm.shared_zero_page and \
+            not region.should_cow(index)
+        if flags & PTEFlags.READ_WRITE and not may_write:
+            problems.append(f"PTE for {vaddr:#x} is writable, but {region!r} page {index} "
+                            f"must not be (read-only, zero page or copy-on-write)")
+        if flags & PTEFlags.READ_WRITE and not region.shared and page.ref_count() != 1:
+            problems.append(f"PTE for {vaddr:#x} is writable, but its page is also held by "
+                            f"another VMObject: a write would show through to it")
+    for region in space.region_tree.regions():
+        if region.page_directory is None or not region.access & (region.Access.READ |
+                                                                 region.Access.WRITE):
+            continue
+        for index in range(region.page_count()):
+            if region.vaddr_from_page_index(index) not in ptes:
+                problems.append(f"{region!r} page {index} has no PTE")
+    return problems
+
+
 _STATE_FLAGS = ~(PTEFlags.ACCESSED | PTEFlags.DIRTY)
 
 
@@ -79,9 +155,11 @@ class KernelSnapshot:
     kmalloc_size: int
     directories: tuple[int, ...]
     mappings: tuple[tuple[int, tuple[tuple[int, int, int], ...]], ...]
+    regions: tuple = ()
 
     @staticmethod
-    def take(mm: MemoryManager) -> KernelSnapshot:
+    def take(mm: MemoryManager, spaces: tuple[AddressSpace, ...] = ()) -> KernelSnapshot:
+        """`spaces`: address spaces whose regions, VMObject slots and CoW marks to include."""
         quickmap_area = (mm.layout.kernel_pt1024_base, mm.layout.kernel_pt1024_base + 0x200000)
         mappings = []
         for cr3 in sorted(mm.page_directories_by_cr3):
@@ -97,9 +175,18 @@ class KernelSnapshot:
             kmalloc_size=mm.kmalloc_heap.size(),
             directories=tuple(sorted(mm.page_directories_by_cr3)),
             mappings=tuple(mappings),
+            regions=tuple(tuple(_region_state(region) for region in space.region_tree.regions())
+                          for space in spaces),
         )
 
     def differences(self, other: KernelSnapshot) -> list[str]:
         """What changed between two snapshots, one line per field."""
         return [f"{name} changed" for name in self.__dataclass_fields__
                 if getattr(self, name) != getattr(other, name)]
+
+
+def _region_state(region: Region) -> tuple:
+    vmobject = region.vmobject
+    return (region.range, region.access, region.name, region.mmap, region.offset_in_vmobject,
+            id(vmobject), tuple(page.paddr() if page else None for page in vmobject.physical_pages),
+            tuple(sorted(vmobject.cow_map)))

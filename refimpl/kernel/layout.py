@@ -19,9 +19,11 @@ from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress, VirtualAddress
 
 _KERNEL_MAPPING_BASES = {X86_64.name: 0x20_0000_0000, I686_PAE.name: 0xC000_0000}
 
-# Pages of the simulated kernel image, in order, at physical KERNEL_LOAD_PADDR.
-BOOT_PML4T, BOOT_PDPT, BOOT_PD_KERNEL, BOOT_PD_KERNEL_PT0, BOOT_PD_KERNEL_PT1023 = range(5)
-IMAGE_STATIC_PAGES = 5
+# Pages of the simulated kernel image, in order, at physical KERNEL_LOAD_PADDR; the initial
+# kmalloc pool follows them.
+(BOOT_PML4T, BOOT_PDPT, BOOT_PD0, BOOT_PD_KERNEL, BOOT_PD_KERNEL_PT0, BOOT_PD_KERNEL_PT1023,
+ KERNEL_TEXT) = range(7)
+IMAGE_STATIC_PAGES = 7
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,11 @@ class KernelLayout:
 
     def image_vaddr(self, page: int) -> VirtualAddress:
         return VirtualAddress(self.kernel_load_base + page * PAGE_SIZE)
+
+    @property
+    def kernel_text(self) -> VirtualAddress:
+        """The page of kernel code the simulation needs: the AP trampoline and init_ap."""
+        return self.image_vaddr(KERNEL_TEXT)
 
     @property
     def initial_kmalloc_base(self) -> VirtualAddress:

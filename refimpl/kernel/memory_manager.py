@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
 from refimpl.hw import CPU, Machine, PTEFlags
 from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress, VirtualAddress
 from refimpl.kernel.allocation import AllocationCounters, AllocationKind
@@ -65,11 +65,14 @@ class MemoryManager:
         self._adopt_kernel_image(boot)
         self._kernel_page_directory = PageDirectory.must_create_kernel_page_directory(self, boot)
         self.kmalloc_heap = KmallocHeap(self)
+        self.shared_zero_page = MUST(self.allocate_physical_page(
+            ShouldZeroFill.YES, PagePurpose.SHARED_ZERO))
+        self.shared_zero_page.may_return_to_freelist = MayReturnToFreeList.NO
 
     def _adopt_kernel_image(self, boot: BootInfo) -> None:
         """Make PhysicalPages of the image pages. Each boot page table gets one reference that
         its PDE owns, matched by the unref in release_pte(); none ever returns to the free list."""
-        directories = {boot.pml4t, boot.pdpt, boot.pd_kernel}
+        directories = {boot.pml4t, boot.pdpt, boot.pd0, boot.pd_kernel}
         for page in range(self.layout.kernel_image_pages):
             paddr = self.layout.image_paddr(page)
             if paddr in boot.boot_page_tables:

@@ -47,6 +47,7 @@ class PageDirectory:
         if boot.pml4t is not None:
             directory.pml4t = mm.get_physical_page_entry(boot.pml4t)
         directory.directory_table = mm.get_physical_page_entry(boot.pdpt)
+        directory.directory_pages[0] = mm.get_physical_page_entry(boot.pd0)
         directory.directory_pages[mm.layout.kernel_pdpt_index] = (
             mm.get_physical_page_entry(boot.pd_kernel))
         mm.page_directories_by_cr3[directory.cr3()] = directory

@@ -4,8 +4,9 @@ It runs before paging is enabled, so it is the one piece of software that writes
 straight into physical memory. Everything after it (the MemoryManager) edits tables only through
 virtual addresses. The tables it builds are pages of the kernel image (see `layout.py`):
 
-- the top levels: PML4 entry 0 -> PDPT (x86_64; on PAE, CR3 points at the PDPT itself), and the
-  PDPT entry of the kernel's GiB -> the kernel PD;
+- the top levels: PML4 entry 0 -> PDPT (x86_64; on PAE, CR3 points at the PDPT itself), the
+  PDPT entry of the kernel's GiB -> the kernel PD, and PDPT entry 0 -> `boot_pd0`, an empty PD
+  for the first GiB (SerenityOS's prekernel identity-maps low memory there; this one does not);
 - `boot_pd_kernel_pt0`: maps the kernel image at `kernel_load_base`;
 - `boot_pd_kernel_pt1023`: the page table of the last 2 MiB, empty but for itself being part of
   the image, so the kernel can edit the quickmap PTEs it holds.
@@ -20,8 +21,18 @@ from dataclasses import dataclass
 
 from refimpl.hw import Machine, PTEFlags
 from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress
-from refimpl.kernel.layout import (BOOT_PD_KERNEL, BOOT_PD_KERNEL_PT0, BOOT_PD_KERNEL_PT1023,
-                                   BOOT_PDPT, BOOT_PML4T, KernelLayout)
+from refimpl.kernel.layout import (BOOT_PD0, BOOT_PD_KERNEL, BOOT_PD_KERNEL_PT0,
+                                   BOOT_PD_KERNEL_PT1023, BOOT_PDPT, BOOT_PML4T, KERNEL_TEXT,
+                                   KernelLayout)
+
+# The kernel text the simulation executes, by offset in the KERNEL_TEXT page. The bytes only
+# stand for code: CPUs "execute" them by fetching them through the MMU.
+APIC_AP_START = 0x000
+"""The AP boot trampoline, copied to physical 0x8000 by the AP boot code."""
+APIC_AP_START_CODE = b"\xfa\xfc" + b"apic_ap_start: real mode -> load cr3 -> paging -> far jmp"
+INIT_AP = 0x800
+"""Where an AP continues in the kernel once paging is on."""
+INIT_AP_CODE = b"\xf3\x90" + b"init_ap: this AP is online"
 
 P, RW, US, G = (PTEFlags.PRESENT, PTEFlags.READ_WRITE, PTEFlags.USER_SUPERVISOR,
                 PTEFlags.GLOBAL)
@@ -34,6 +45,7 @@ class BootInfo:
     cr3: PhysicalAddress
     pml4t: PhysicalAddress | None
     pdpt: PhysicalAddress
+    pd0: PhysicalAddress
     pd_kernel: PhysicalAddress
     boot_page_tables: tuple[PhysicalAddress, ...]
 
@@ -51,6 +63,7 @@ def build_boot_page_tables(machine: Machine, layout: KernelLayout) -> BootInfo:
         cr3, pml4t = paddr(BOOT_PML4T), paddr(BOOT_PML4T)
     else:
         cr3, pml4t = paddr(BOOT_PDPT), None
+    set_entry(paddr(BOOT_PDPT), 0, paddr(BOOT_PD0), pdpt_flags)
     set_entry(paddr(BOOT_PDPT), layout.kernel_pdpt_index, paddr(BOOT_PD_KERNEL), pdpt_flags)
     set_entry(paddr(BOOT_PD_KERNEL), layout.pd_index(layout.kernel_load_base),
               paddr(BOOT_PD_KERNEL_PT0), P | RW)
@@ -59,8 +72,11 @@ def build_boot_page_tables(machine: Machine, layout: KernelLayout) -> BootInfo:
     for page in range(layout.kernel_image_pages):
         set_entry(paddr(BOOT_PD_KERNEL_PT0), layout.pt_index(layout.image_vaddr(page)),
                   paddr(page), P | RW | G)
+    text = paddr(KERNEL_TEXT)
+    memory.write(text + APIC_AP_START, APIC_AP_START_CODE)
+    memory.write(text + INIT_AP, INIT_AP_CODE)
     machine.bsp.enable_paging(cr3)
-    return BootInfo(cr3, pml4t, paddr(BOOT_PDPT), paddr(BOOT_PD_KERNEL),
+    return BootInfo(cr3, pml4t, paddr(BOOT_PDPT), paddr(BOOT_PD0), paddr(BOOT_PD_KERNEL),
                     (paddr(BOOT_PD_KERNEL_PT0), paddr(BOOT_PD_KERNEL_PT1023)))
 
 

@@ -1,0 +1,151 @@
+"""AnonymousVMObject: memory that starts as zeros and is shared copy-on-write after fork.
+
+- Demand zero: with AllocationStrategy.NONE every slot starts as the shared zero page, mapped
+  read-only. The first write faults; `handle_zero_fault` puts a private zeroed page in the slot.
+- Copy-on-write: `try_clone` (fork) makes a second object whose slots hold the *same* pages (each
+  page gains a reference) and marks them in the clone's `cow_map`; the caller marks the parent's
+  once the whole fork has succeeded (`mark_shared_pages_cow`). A write to a CoW page faults;
+  `handle_cow_fault` copies the page, unless this object is the page's last holder, in which case
+  it just stops treating it as CoW.
+- For a physical range (the AP trampoline at 0x8000, MMIO), slots hold pages that are not the
+  allocator's to give out: they never return to the free list.
+
+Not modelled: commit accounting (AllocationStrategy.RESERVE and the lazily committed page),
+purgeable memory, and the shared pool of pre-committed pages SerenityOS uses so that a CoW break
+cannot fail. Here a zero or CoW fault may fail with ENOMEM, and then nothing has changed.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
+from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
+from refimpl.kernel.vmobject import VMObject
+
+if TYPE_CHECKING:
+    from refimpl.kernel.memory_manager import MemoryManager
+
+
+class AllocationStrategy(enum.Enum):
+    NONE = "none"
+    """Every page is the shared zero page until it is written."""
+    ALLOCATE_NOW = "allocate now"
+    """Every page is allocated (zeroed) when the object is created."""
+
+
+class AnonymousVMObject(VMObject):
+    def __init__(self, mm: MemoryManager, pages: list[PhysicalPage | None],
+                 object_address: VirtualAddress) -> None:
+        super().__init__(mm, pages, object_address)
+        self.cow_map: set[int] = set()
+
+    # Creation ----------------------------------------------------------------------------------
+
+    @staticmethod
+    @fallible
+    def try_create_with_size(mm: MemoryManager, size: int,
+                             strategy: AllocationStrategy = AllocationStrategy.NONE):
+        """ErrorOr[AnonymousVMObject] of `size` bytes (a positive multiple of the page size)."""
+        if size <= 0 or not is_page_aligned(size):
+            return Error.from_errno(Errno.EINVAL, f"VMObject size {size:#x} is not a positive "
+                                                  f"multiple of the page size")
+        page_count = size // PAGE_SIZE
+        pages: list[PhysicalPage | None] = []
+        if strategy is AllocationStrategy.ALLOCATE_NOW:
+            for _ in range(page_count):
+                page = mm.allocate_physical_page(purpose=PagePurpose.USER)
+                if page.is_error():
+                    _unref_all(pages)
+                    return page
+                pages.append(page.value())
+        address = mm.kmalloc(AnonymousVMObject.heap_size(page_count))
+        if address.is_error():
+            _unref_all(pages)
+            return address
+        if strategy is AllocationStrategy.NONE:
+            for _ in range(page_count):
+                mm.shared_zero_page.ref()
+                pages.append(mm.shared_zero_page)
+        return AnonymousVMObject(mm, pages, address.value())
+
+    @staticmethod
+    @fallible
+    def try_create_for_physical_range(mm: MemoryManager, paddr: int, size: int):
+        """ErrorOr[AnonymousVMObject] over `[paddr, paddr + size)`, pages that are not RAM the
+        allocator owns (low memory, devices). They never return to the free list."""
+        if not is_page_aligned(paddr) or size <= 0 or not is_page_aligned(size):
+            return Error.from_errno(Errno.EINVAL, f"physical range P{paddr:#x} +{size:#x} is "
+                                                  f"not page-aligned")
+        frames = range(paddr // PAGE_SIZE, (paddr + size) // PAGE_SIZE)
+        if frames.stop > len(mm.physical_page_entries):
+            return Error.from_errno(Errno.EINVAL, f"P{paddr:#x} +{size:#x} is outside RAM")
+        if any(mm.physical_page_entries[frame] is not None for frame in frames):
+            return Error.from_errno(Errno.EBUSY, f"P{paddr:#x} +{size:#x} is in use")
+        address = TRY(mm.kmalloc(AnonymousVMObject.heap_size(len(frames))))
+        pages = [PhysicalPage.create(mm, frame * PAGE_SIZE, MayReturnToFreeList.NO,
+                                     PagePurpose.KERNEL) for frame in frames]
+        return AnonymousVMObject(mm, pages, address)
+
+    @fallible
+    def try_clone(self):
+        """ErrorOr[AnonymousVMObject]: a fork's copy sharing every page, copy-on-write. The
+        parent is not touched; call `mark_shared_pages_cow()` on it once the fork succeeded."""
+        address = TRY(self._mm.kmalloc(self.heap_size(self.page_count())))
+        clone = AnonymousVMObject(self._mm, list(self.physical_pages), address)
+        for page in clone.physical_pages:
+            if page is not None:
+                page.ref()
+        clone.mark_shared_pages_cow()
+        return clone
+
+    def mark_shared_pages_cow(self) -> None:
+        """Every page other than the zero page becomes copy-on-write in this object."""
+        zero = self._mm.shared_zero_page
+        self.cow_map = {index for index, page in enumerate(self.physical_pages)
+                        if page is not None and page is not zero}
+
+    # Faults --------------------------------------------------------------------------------------
+
+    def should_cow(self, page_index: int) -> bool:
+        return page_index in self.cow_map
+
+    def is_shared_zero(self, page_index: int) -> bool:
+        return self.physical_pages[page_index] is self._mm.shared_zero_page
+
+    @fallible
+    def handle_zero_fault(self, page_index: int):
+        """Replace the shared zero page in a slot by a private zeroed page."""
+        VERIFY(self.is_shared_zero(page_index), "zero fault on a page that is not the zero page")
+        page = TRY(self._mm.allocate_physical_page(purpose=PagePurpose.USER))
+        self._mm.shared_zero_page.unref()
+        self.physical_pages[page_index] = page
+        return None
+
+    @fallible
+    def handle_cow_fault(self, page_index: int, vaddr: int):
+        """Give this object its own copy of a CoW page. `vaddr` maps the old page (read-only) in
+        the faulting address space; the copy is read from there, as SerenityOS does."""
+        VERIFY(self.should_cow(page_index), "CoW fault on a page that is not copy-on-write")
+        old = self.physical_pages[page_index]
+        if old.ref_count() == 1:
+            self.cow_map.discard(page_index)  # the last holder: the page is ours alone now
+            return None
+        new = TRY(self._mm.allocate_physical_page(purpose=PagePurpose.USER))
+        cpu = self._mm.current_cpu()
+        contents = cpu.load(vaddr & ~(PAGE_SIZE - 1), PAGE_SIZE)
+        window = self._mm.quickmap_page(new.paddr())
+        cpu.store(window, contents)
+        self._mm.unquickmap_page()
+        self.physical_pages[page_index] = new
+        self.cow_map.discard(page_index)
+        old.unref()
+        return None
+
+
+def _unref_all(pages: list[PhysicalPage | None]) -> None:
+    for page in pages:
+        if page is not None:
+            page.unref()

@@ -1,0 +1,220 @@
+"""Region: a range of virtual memory mapping a window of a VMObject (Kernel/Memory/Region).
+
+A region is created *unplaced* (no range yet), placed by a RegionTree, then mapped into a page
+directory. Mapping writes one PTE per page from the VMObject's slots: present, writable only if
+the region is writable and the page is neither the shared zero page nor copy-on-write, user only
+for user addresses, NX unless executable, cache-disabled unless cacheable.
+
+Differences from SerenityOS: `map()` rolls back the PTEs it wrote when it fails half-way (the
+C++ code leaves them); `remap()` only rewrites PTEs that exist, so it can never fail; the
+"has been readable/writable/executable" shadow bits are not modelled.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from refimpl.ak import TRY, VERIFY, Errno, Error, KernelPanic, fallible
+from refimpl.hw import PageFault, PTEFlags
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
+from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
+from refimpl.kernel.virtual_range import VirtualRange
+
+if TYPE_CHECKING:
+    from refimpl.kernel.memory_manager import MemoryManager
+    from refimpl.kernel.page_directory import PageDirectory
+    from refimpl.kernel.physical_page import PhysicalPage
+
+
+class Access(enum.IntFlag):
+    """Region access bits, with the same values as PROT_READ, PROT_WRITE, PROT_EXEC."""
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    EXECUTE = 4
+
+    def describe(self) -> str:
+        return "".join(letter if self & flag else "-" for letter, flag in
+                       (("r", Access.READ), ("w", Access.WRITE), ("x", Access.EXECUTE)))
+
+
+class Region:
+    OBJECT_SIZE = 160
+    """Bytes of kernel heap a Region object takes."""
+
+    Access = Access  # as Region::Access in C++
+
+    def __init__(self, mm: MemoryManager, vmobject: AnonymousVMObject, offset_in_vmobject: int,
+                 name: str, access: Access, cacheable: bool, shared: bool,
+                 object_address: VirtualAddress) -> None:
+        self._mm = mm
+        self.range: VirtualRange | None = None
+        self.vmobject = vmobject
+        self.offset_in_vmobject = offset_in_vmobject
+        self.name = name
+        self.access = access
+        self.cacheable = cacheable
+        self.shared = shared
+        self.mmap = False
+        self.page_directory: PageDirectory | None = None
+        self._object_address = object_address
+
+    @staticmethod
+    @fallible
+    def try_create_unplaced(mm: MemoryManager, vmobject: AnonymousVMObject,
+                            offset_in_vmobject: int, name: str, access: Access,
+                            cacheable: bool = True, shared: bool = False):
+        """ErrorOr[Region] with no range yet; it holds a reference on `vmobject`."""
+        VERIFY(offset_in_vmobject % PAGE_SIZE == 0, "a region's VMObject offset is page-aligned")
+        address = TRY(mm.kmalloc(Region.OBJECT_SIZE))
+        vmobject.ref()
+        region = Region(mm, vmobject, offset_in_vmobject, name, access, cacheable, shared, address)
+        vmobject.add_region(region)
+        return region
+
+    def destroy(self) -> None:
+        """Unmap if mapped, drop the VMObject reference and free the object (C++ ~Region)."""
+        if self.page_directory is not None:
+            self.unmap()
+        self.vmobject.remove_region(self)
+        self.vmobject.unref()
+        self._mm.kfree(self._object_address)
+
+    # Geometry ------------------------------------------------------------------------------------
+
+    def vaddr(self) -> VirtualAddress:
+        VERIFY(self.range is not None, f"region {self.name!r} is not placed")
+        return self.range.base
+
+    def size(self) -> int:
+        return self.range.size if self.range is not None else 0
+
+    def page_count(self) -> int:
+        return self.size() // PAGE_SIZE
+
+    def first_page_index(self) -> int:
+        """The VMObject slot of the region's first page."""
+        return self.offset_in_vmobject // PAGE_SIZE
+
+    def vaddr_from_page_index(self, page_index: int) -> VirtualAddress:
+        return VirtualAddress(self.vaddr() + page_index * PAGE_SIZE)
+
+    def physical_page(self, page_index: int) -> PhysicalPage | None:
+        return self.vmobject.physical_pages[self.first_page_index() + page_index]
+
+    def is_readable(self) -> bool:
+        return bool(self.access & Access.READ)
+
+    def is_writable(self) -> bool:
+        return bool(self.access & Access.WRITE)
+
+    def is_executable(self) -> bool:
+        return bool(self.access & Access.EXECUTE)
+
+    def is_user(self) -> bool:
+        layout = self._mm.layout
+        return self.range is not None and layout.user_range_base <= self.range.base and \
+            self.range.end <= layout.user_range_ceiling
+
+    def should_cow(self, page_index: int) -> bool:
+        return not self.shared and self.vmobject.should_cow(self.first_page_index() + page_index)
+
+    # Mapping -------------------------------------------------------------------------------------
+
+    def _pte_value(self, page_index: int) -> int:
+        """The PTE for one page of this region, or 0 when it must not be accessible."""
+        page = self.physical_page(page_index)
+        if page is None or not self.access & (Access.READ | Access.WRITE):
+            return 0
+        flags = PTEFlags.PRESENT
+        if self.is_writable() and page is not self._mm.shared_zero_page and \
+                not self.should_cow(page_index):
+            flags |= PTEFlags.READ_WRITE
+        if self.is_user():
+            flags |= PTEFlags.USER_SUPERVISOR
+        if not self.cacheable:
+            flags |= PTEFlags.CACHE_DISABLED
+        fmt = self._mm.format
+        if not self.is_executable() and fmt.has(PTEFlags.NO_EXECUTE):
+            flags |= PTEFlags.NO_EXECUTE
+        return fmt.encode(page.paddr() // PAGE_SIZE, flags)
+
+    @fallible
+    def map(self, page_directory: PageDirectory, should_flush_tlb: bool = True):
+        """Write a PTE for every page. On failure, release what was written and detach."""
+        VERIFY(self.page_directory is None, f"region {self.name!r} is already mapped")
+        if self.mmap and not self.is_user():
+            raise KernelPanic(f"about to map mmap'ed region {self.name!r} at a kernel address")
+        self.page_directory = page_directory
+        for page_index in range(self.page_count()):
+            pte = self._mm.ensure_pte(page_directory, self.vaddr_from_page_index(page_index))
+            if pte.is_error():
+                self._release_ptes(page_index)
+                self.page_directory = None
+                return pte
+            pte.value().set_raw(self._pte_value(page_index))
+        if should_flush_tlb:
+            self._mm.flush_tlb(page_directory, self.vaddr(), self.page_count())
+        return None
+
+    def remap(self) -> None:
+        """Rewrite every PTE after the access or CoW state changed (the tables all exist)."""
+        for page_index in range(self.page_count()):
+            self._rewrite_pte(page_index)
+        self._mm.flush_tlb(self.page_directory, self.vaddr(), self.page_count())
+
+    def remap_vmobject_page(self, index_in_vmobject: int) -> None:
+        """Rewrite the PTE of one VMObject page, if this region maps it."""
+        page_index = index_in_vmobject - self.first_page_index()
+        if 0 <= page_index < self.page_count() and self.page_directory is not None:
+            self._rewrite_pte(page_index)
+            self._mm.flush_tlb(self.page_directory, self.vaddr_from_page_index(page_index))
+
+    def _rewrite_pte(self, page_index: int) -> None:
+        pte = self._mm.pte(self.page_directory, self.vaddr_from_page_index(page_index))
+        VERIFY(pte is not None, f"remap of region {self.name!r}: its page table is gone")
+        pte.set_raw(self._pte_value(page_index))
+
+    def unmap(self, should_flush_tlb: bool = True) -> None:
+        """Clear every PTE (freeing page tables left empty) and detach the directory."""
+        VERIFY(self.page_directory is not None, f"region {self.name!r} is not mapped")
+        self._release_ptes(self.page_count())
+        if should_flush_tlb:
+            self._mm.flush_tlb(self.page_directory, self.vaddr(), self.page_count())
+        self.page_directory = None
+
+    def _release_ptes(self, count: int) -> None:
+        for page_index in range(count):
+            self._mm.release_pte(self.page_directory, self.vaddr_from_page_index(page_index),
+                                 is_last_pte=page_index == count - 1)
+
+    # Faults --------------------------------------------------------------------------------------
+
+    @fallible
+    def handle_fault(self, fault: PageFault):
+        """Demand zero or copy-on-write; any other fault is an access violation (EFAULT)."""
+        page_index = (fault.address - self.vaddr()) // PAGE_SIZE
+        index_in_vmobject = self.first_page_index() + page_index
+        vmobject = self.vmobject
+        if fault.is_protection_violation() and fault.is_write() and self.is_writable() \
+                and not fault.is_instruction_fetch():
+            if vmobject.is_shared_zero(index_in_vmobject):
+                TRY(vmobject.handle_zero_fault(index_in_vmobject))
+            elif self.should_cow(page_index):
+                TRY(vmobject.handle_cow_fault(index_in_vmobject, fault.address))
+            else:
+                return self._access_violation(fault)
+            for region in vmobject.regions:
+                region.remap_vmobject_page(index_in_vmobject)
+            return None
+        return self._access_violation(fault)
+
+    def _access_violation(self, fault: PageFault) -> Error:
+        return Error.from_errno(Errno.EFAULT, f"{fault} in region {self.name!r} "
+                                              f"({self.access.describe()})")
+
+    def __repr__(self) -> str:
+        where = str(self.range) if self.range is not None else "unplaced"
+        return f"Region({self.name!r}, {where}, {self.access.describe()})"

@@ -1,0 +1,195 @@
+"""VirtualRangeAllocator: the free ranges of an address space, before RegionTree replaced it.
+
+Until April 2022 every PageDirectory owned one of these. It keeps the *free* ranges in a tree
+sorted by base address; allocating carves a range out of a free one, deallocating puts it back and
+merges it with its neighbours. Two of its properties are the reasons it was retired (lesson 05):
+- it is a second source of truth next to the region tree, which must be kept in sync by hand;
+- it is not intrusive: every tree node is allocated with kmalloc, so allocating *virtual*
+  memory allocates *kernel heap*, which can itself need new virtual memory.
+
+Algorithm as in SerenityOS (cbf52d474c9^): first fit in address order, padded with a guard page
+on each side (VM_GUARD_PAGES), and a free range is only considered when it is at least
+`size + 2 pages + alignment` long. Differences: bad arguments are errors instead of VERIFYs, a
+deallocation that overlaps free space is refused (SerenityOS does not check), and new tree nodes
+are allocated before the old one is removed, so a failed kmalloc leaves the allocator unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from sortedcontainers import SortedDict
+
+from refimpl.ak import TRY, Errno, Error, fallible
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
+from refimpl.kernel.virtual_range import ADDRESS_LIMIT, VirtualRange
+
+if TYPE_CHECKING:
+    from refimpl.kernel.memory_manager import MemoryManager
+
+RANDOMIZATION_ATTEMPTS = 1000
+
+
+def check_request(size: int, alignment: int = PAGE_SIZE) -> Error | None:
+    """Why `size` and `alignment` cannot be allocated, or None."""
+    if size <= 0:
+        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
+    if not is_page_aligned(size):
+        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not a multiple of the page size")
+    if alignment < PAGE_SIZE or alignment & (alignment - 1):
+        return Error.from_errno(Errno.EINVAL, f"alignment {alignment:#x} is not a power of two "
+                                              f"of at least a page")
+    if size + alignment >= ADDRESS_LIMIT:
+        return Error.from_errno(Errno.EOVERFLOW, f"size {size:#x} plus alignment overflows")
+    return None
+
+
+def round_up_to_power_of_two(value: int, alignment: int) -> int:
+    return (value + alignment - 1) & ~(alignment - 1)
+
+
+class VirtualRangeAllocator:
+    NODE_SIZE = 56
+    """Bytes kmalloc'd per free range (a RedBlackTree node holding a VirtualRange)."""
+
+    def __init__(self, mm: MemoryManager, seed: int = 0) -> None:
+        self._mm = mm
+        self.total_range = VirtualRange(VirtualAddress(0), 0)
+        # base -> (free range, address of its kmalloc'd tree node)
+        self._available: SortedDict = SortedDict()
+        self._random = random.Random(seed)
+
+    # Tree nodes ----------------------------------------------------------------------------------
+
+    @fallible
+    def _allocate_nodes(self, count: int):
+        """`count` tree nodes, all or none: ErrorOr[list of node addresses]."""
+        nodes = []
+        for _ in range(count):
+            node = self._mm.kmalloc(self.NODE_SIZE)
+            if node.is_error():
+                for address in nodes:
+                    self._mm.kfree(address)
+                return node
+            nodes.append(node.value())
+        return nodes
+
+    @fallible
+    def _replace(self, old_base: int | None, ranges: list[VirtualRange]):
+        """Remove the free range at `old_base` (if given) and insert `ranges`, atomically."""
+        nodes = TRY(self._allocate_nodes(len(ranges)))
+        if old_base is not None:
+            self._mm.kfree(self._available.pop(old_base)[1])
+        for piece, node in zip(ranges, nodes):
+            self._available[piece.base] = (piece, node)
+        return None
+
+    # Set-up --------------------------------------------------------------------------------------
+
+    @fallible
+    def initialize_with_range(self, base: int, size: int):
+        self.total_range = VirtualRange(VirtualAddress(base), size)
+        return self._replace(None, [self.total_range])
+
+    @fallible
+    def initialize_from_parent(self, parent: VirtualRangeAllocator):
+        """Copy the parent's free ranges (fork): one kmalloc per range."""
+        self.total_range = parent.total_range
+        return self._replace(None, parent.available_ranges())
+
+    def destroy(self) -> None:
+        for _, node in self._available.values():
+            self._mm.kfree(node)
+        self._available.clear()
+
+    def available_ranges(self) -> list[VirtualRange]:
+        return [free for free, _ in self._available.values()]
+
+    # Allocation ----------------------------------------------------------------------------------
+
+    @fallible
+    def try_allocate_anywhere(self, size: int, alignment: int = PAGE_SIZE):
+        """The first fitting range, a guard page away from its neighbours: ErrorOr[VirtualRange]."""
+        problem = check_request(size, alignment)
+        if problem:
+            return problem
+        effective_size = size + 2 * PAGE_SIZE  # a guard page on each side
+        for free, _ in self._available.values():
+            # FIXME in SerenityOS too: this excludes some valid candidates for large alignments.
+            if free.size < effective_size + alignment:
+                continue
+            base = round_up_to_power_of_two(free.base + PAGE_SIZE, alignment)
+            allocated = VirtualRange(VirtualAddress(base), size)
+            TRY(self._take(free, allocated))
+            return allocated
+        return Error.from_errno(Errno.ENOMEM, f"no free range of {size:#x} bytes")
+
+    @fallible
+    def try_allocate_specific(self, base: int, size: int):
+        """Exactly `[base, base + size)`, if all of it is free: ErrorOr[VirtualRange]."""
+        problem = check_request(size)
+        if problem:
+            return problem
+        if not is_page_aligned(base):
+            return Error.from_errno(Errno.EINVAL, f"base {base:#x} is not page-aligned")
+        allocated = VirtualRange(VirtualAddress(base), size)
+        if not self.total_range.contains(allocated):
+            return Error.from_errno(Errno.ENOMEM, f"{allocated} is outside {self.total_range}")
+        free = self._free_range_at_or_below(base)
+        if free is None or not free.contains(allocated):
+            return Error.from_errno(Errno.EEXIST, f"{allocated} is not entirely free")
+        TRY(self._take(free, allocated))
+        return allocated
+
+    @fallible
+    def try_allocate_randomized(self, size: int, alignment: int = PAGE_SIZE):
+        """A random free range (reproducible: the generator is seeded), else anywhere."""
+        problem = check_request(size, alignment)
+        if problem:
+            return problem
+        for _ in range(RANDOMIZATION_ATTEMPTS):
+            base = round_up_to_power_of_two(self._random.randrange(self.total_range.end),
+                                            alignment)
+            if base + size > self.total_range.end or base < self.total_range.base:
+                continue
+            result = self.try_allocate_specific(base, size)
+            if not result.is_error():
+                return result
+        return self.try_allocate_anywhere(size, alignment)
+
+    def _take(self, free: VirtualRange, allocated: VirtualRange):
+        """ErrorOr[None]: carve `allocated` out of the free range `free`."""
+        return self._replace(free.base, free.carve(allocated))
+
+    def _free_range_at_or_below(self, address: int) -> VirtualRange | None:
+        index = self._available.bisect_right(address)
+        return self._available.peekitem(index - 1)[1][0] if index else None
+
+    # Deallocation --------------------------------------------------------------------------------
+
+    @fallible
+    def deallocate(self, freed: VirtualRange):
+        """Give `freed` back, merging it with free neighbours."""
+        if freed.is_empty() or not freed.is_page_aligned():
+            return Error.from_errno(Errno.EINVAL, f"{freed} is empty or not page-aligned")
+        if not self.total_range.contains(freed):
+            return Error.from_errno(Errno.EINVAL, f"{freed} is outside {self.total_range}")
+        before = self._free_range_at_or_below(freed.base)
+        after = self._free_range_at_or_below(freed.end - 1)
+        for free in (before, after):
+            if free is not None and free.intersects(freed):
+                return Error.from_errno(Errno.EINVAL, f"double free: {freed} overlaps the free "
+                                                      f"range {free}")
+        successor = self._available.get(freed.end)
+        if before is not None and before.end == freed.base:
+            merged = VirtualRange(before.base, before.size + freed.size)
+            self._available[before.base] = (merged, self._available[before.base][1])
+        else:
+            merged = freed
+            TRY(self._replace(None, [freed]))
+        if successor is not None:
+            grown = VirtualRange(merged.base, merged.size + successor[0].size)
+            self._available[merged.base] = (grown, self._available[merged.base][1])
+            self._mm.kfree(self._available.pop(successor[0].base)[1])
+        return None
