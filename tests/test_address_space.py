@@ -283,3 +283,15 @@ def test_no_interleaving_breaks_placement_under_the_lock():
                      check=lambda space: not address_space_violations(space)
                      and len(space.region_tree) == 2)
     assert result.failure is None and result.runs >= 2
+
+
+def test_prot_none_pages_keep_their_page_table_for_a_later_mprotect(space):
+    """Found by the state machine: a PROT_NONE region's page table was freed when a neighbour
+    was unmapped, and mprotect then had no table to rewrite."""
+    hidden = MUST(space.allocate_region(2 * PAGE, prot=PROT_NONE, mmap=True))
+    neighbour = MUST(space.allocate_region(PAGE, mmap=True))
+    MUST(space.unmap_mmap_range(neighbour.vaddr(), PAGE))
+    MUST(space.mprotect(hidden.vaddr(), PAGE, PROT_READ))
+    assert MUST(read_user_memory(space, hidden.vaddr(), 1)) == b"\0"
+    assert read_user_memory(space, hidden.vaddr() + PAGE, 1).error().code() == 14
+    check(space)

@@ -124,10 +124,20 @@ class Region:
     # Mapping -------------------------------------------------------------------------------------
 
     def _pte_value(self, page_index: int) -> int:
-        """The PTE for one page of this region, or 0 when it must not be accessible."""
+        """The PTE for one page of this region.
+
+        An inaccessible page (PROT_NONE, or execute-only, which x86 cannot express) gets a
+        non-present entry that still names its frame. Being non-zero, it keeps its page table
+        allocated when neighbouring pages are released, so making the page accessible again
+        (mprotect) rewrites the entry without allocating. Linux marks PROT_NONE pages the same
+        way; SerenityOS clears the entry, so its remap may need a new page table and fail.
+        """
         page = self.physical_page(page_index)
-        if page is None or not self.access & (Access.READ | Access.WRITE):
+        if page is None:
             return 0
+        fmt = self._mm.format
+        if not self.access & (Access.READ | Access.WRITE):
+            return fmt.encode(page.paddr() // PAGE_SIZE, PTEFlags(0))
         flags = PTEFlags.PRESENT
         if self.is_writable() and page is not self._mm.shared_zero_page and \
                 not self.should_cow(page_index):
@@ -136,7 +146,6 @@ class Region:
             flags |= PTEFlags.USER_SUPERVISOR
         if not self.cacheable:
             flags |= PTEFlags.CACHE_DISABLED
-        fmt = self._mm.format
         if not self.is_executable() and fmt.has(PTEFlags.NO_EXECUTE):
             flags |= PTEFlags.NO_EXECUTE
         return fmt.encode(page.paddr() // PAGE_SIZE, flags)
