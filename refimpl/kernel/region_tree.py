@@ -38,12 +38,11 @@ from array import array
 from sortedcontainers import SortedDict, SortedList
 
 from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
-from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
 from refimpl.kernel.locking import RecursiveSpinlock
 from refimpl.kernel.region import Region
-from refimpl.kernel.virtual_range import VirtualRange
-from refimpl.kernel.virtual_range_allocator import (RANDOMIZATION_ATTEMPTS, check_request,
-                                                    round_up_to_power_of_two)
+from refimpl.kernel.virtual_range import (VirtualRange, allocate_randomized, check_request,
+                                          check_specific_request, round_up_to_power_of_two)
 
 
 class RegionTree:
@@ -145,33 +144,17 @@ class RegionTree:
     @fallible
     def allocate_range_specific(self, base: int, size: int):
         """ErrorOr[VirtualRange]: exactly `[base, base + size)`, if all of it is free."""
-        problem = check_request(size)
-        if problem:
-            return problem
-        if not is_page_aligned(base):
-            return Error.from_errno(Errno.EINVAL, f"base {base:#x} is not page-aligned")
-        wanted = VirtualRange(VirtualAddress(base), size)
-        if not self.total_range.contains(wanted):
-            return Error.from_errno(Errno.ENOMEM, f"{wanted} is outside {self.total_range}")
+        wanted = TRY(check_specific_request(self.total_range, base, size))
         gap = self._gap_containing(base)
         if gap is None or not gap.contains(wanted):
             return Error.from_errno(Errno.EEXIST, f"{wanted} overlaps an existing region")
         return wanted
 
-    @fallible
     def allocate_range_randomized(self, size: int, alignment: int = PAGE_SIZE):
-        """ErrorOr[VirtualRange]: a random free range (seeded, so reproducible), else anywhere."""
-        problem = check_request(size, alignment)
-        if problem:
-            return problem
-        total = self.total_range
-        for _ in range(RANDOMIZATION_ATTEMPTS):
-            base = round_up_to_power_of_two(self._random.randrange(total.end), alignment)
-            if total.base <= base and base + size <= total.end:
-                result = self.allocate_range_specific(base, size)
-                if not result.is_error():
-                    return result
-        return self.allocate_range_anywhere(size, alignment)
+        """ErrorOr[VirtualRange]: a random free range (seeded, so reproducible), else
+        anywhere."""
+        return allocate_randomized(self._random, self.total_range, size, alignment,
+                                   self.allocate_range_specific, self.allocate_range_anywhere)
 
     # Placing and removing regions ------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ returns what is left of a range once a sub-range is taken out of it (munmap punc
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+from typing import Callable
 
-from refimpl.ak import Errno, Error, ErrorOr
+from refimpl.ak import Errno, Error, ErrorOr, fallible
 from refimpl.kernel.address import (PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_down,
                                     page_round_up)
 
@@ -83,3 +85,58 @@ class VirtualRange:
 
     def __repr__(self) -> str:
         return f"VirtualRange({self})"
+
+
+# Shared by the two range allocators (VirtualRangeAllocator and RegionTree) -------------------
+
+RANDOMIZATION_ATTEMPTS = 1000
+
+
+def round_up_to_power_of_two(value: int, alignment: int) -> int:
+    return (value + alignment - 1) & ~(alignment - 1)
+
+
+def check_request(size: int, alignment: int = PAGE_SIZE) -> Error | None:
+    """Why `size` and `alignment` cannot be allocated, or None."""
+    if size <= 0:
+        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
+    if not is_page_aligned(size):
+        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not a multiple of the page size")
+    if alignment < PAGE_SIZE or alignment & (alignment - 1):
+        return Error.from_errno(Errno.EINVAL, f"alignment {alignment:#x} is not a power of two "
+                                              f"of at least a page")
+    if size + alignment >= ADDRESS_LIMIT:
+        return Error.from_errno(Errno.EOVERFLOW, f"size {size:#x} plus alignment overflows")
+    return None
+
+
+@fallible
+def check_specific_request(total_range: VirtualRange, base: int, size: int):
+    """ErrorOr[VirtualRange]: `[base, base + size)`, if it is a valid request inside
+    `total_range` (whether it is free is the allocator's business)."""
+    problem = check_request(size)
+    if problem:
+        return problem
+    if not is_page_aligned(base):
+        return Error.from_errno(Errno.EINVAL, f"base {base:#x} is not page-aligned")
+    wanted = VirtualRange(VirtualAddress(base), size)
+    if not total_range.contains(wanted):
+        return Error.from_errno(Errno.ENOMEM, f"{wanted} is outside {total_range}")
+    return wanted
+
+
+@fallible
+def allocate_randomized(rng: random.Random, total_range: VirtualRange, size: int,
+                        alignment: int, try_specific: Callable, try_anywhere: Callable):
+    """ErrorOr[VirtualRange]: SerenityOS's ASLR placement. Up to 1000 times, take a random
+    aligned address below the end of `total_range` and try it; then fall back to anywhere."""
+    problem = check_request(size, alignment)
+    if problem:
+        return problem
+    for _ in range(RANDOMIZATION_ATTEMPTS):
+        base = round_up_to_power_of_two(rng.randrange(total_range.end), alignment)
+        if total_range.base <= base and base + size <= total_range.end:
+            result = try_specific(base, size)
+            if not result.is_error():
+                return result
+    return try_anywhere(size, alignment)

@@ -22,32 +22,12 @@ from typing import TYPE_CHECKING
 from sortedcontainers import SortedDict
 
 from refimpl.ak import TRY, Errno, Error, fallible
-from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
-from refimpl.kernel.virtual_range import ADDRESS_LIMIT, VirtualRange
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
+from refimpl.kernel.virtual_range import (VirtualRange, allocate_randomized, check_request,
+                                          check_specific_request, round_up_to_power_of_two)
 
 if TYPE_CHECKING:
     from refimpl.kernel.memory_manager import MemoryManager
-
-RANDOMIZATION_ATTEMPTS = 1000
-
-
-def check_request(size: int, alignment: int = PAGE_SIZE) -> Error | None:
-    """Why `size` and `alignment` cannot be allocated, or None."""
-    if size <= 0:
-        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
-    if not is_page_aligned(size):
-        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not a multiple of the page size")
-    if alignment < PAGE_SIZE or alignment & (alignment - 1):
-        return Error.from_errno(Errno.EINVAL, f"alignment {alignment:#x} is not a power of two "
-                                              f"of at least a page")
-    if size + alignment >= ADDRESS_LIMIT:
-        return Error.from_errno(Errno.EOVERFLOW, f"size {size:#x} plus alignment overflows")
-    return None
-
-
-def round_up_to_power_of_two(value: int, alignment: int) -> int:
-    return (value + alignment - 1) & ~(alignment - 1)
-
 
 class VirtualRangeAllocator:
     NODE_SIZE = 56
@@ -128,35 +108,18 @@ class VirtualRangeAllocator:
     @fallible
     def try_allocate_specific(self, base: int, size: int):
         """Exactly `[base, base + size)`, if all of it is free: ErrorOr[VirtualRange]."""
-        problem = check_request(size)
-        if problem:
-            return problem
-        if not is_page_aligned(base):
-            return Error.from_errno(Errno.EINVAL, f"base {base:#x} is not page-aligned")
-        allocated = VirtualRange(VirtualAddress(base), size)
-        if not self.total_range.contains(allocated):
-            return Error.from_errno(Errno.ENOMEM, f"{allocated} is outside {self.total_range}")
+        allocated = TRY(check_specific_request(self.total_range, base, size))
         free = self._free_range_at_or_below(base)
         if free is None or not free.contains(allocated):
             return Error.from_errno(Errno.EEXIST, f"{allocated} is not entirely free")
         TRY(self._take(free, allocated))
         return allocated
 
-    @fallible
     def try_allocate_randomized(self, size: int, alignment: int = PAGE_SIZE):
-        """A random free range (reproducible: the generator is seeded), else anywhere."""
-        problem = check_request(size, alignment)
-        if problem:
-            return problem
-        for _ in range(RANDOMIZATION_ATTEMPTS):
-            base = round_up_to_power_of_two(self._random.randrange(self.total_range.end),
-                                            alignment)
-            if base + size > self.total_range.end or base < self.total_range.base:
-                continue
-            result = self.try_allocate_specific(base, size)
-            if not result.is_error():
-                return result
-        return self.try_allocate_anywhere(size, alignment)
+        """ErrorOr[VirtualRange]: a random free range (seeded, so reproducible), else
+        anywhere."""
+        return allocate_randomized(self._random, self.total_range, size, alignment,
+                                   self.try_allocate_specific, self.try_allocate_anywhere)
 
     def _take(self, free: VirtualRange, allocated: VirtualRange):
         """ErrorOr[None]: carve `allocated` out of the free range `free`."""
