@@ -6,13 +6,14 @@
 
 Set-up: a virtual environment in `.venv` with this package and its tools, reinstalled whenever
 `pyproject.toml` changes. Jupyter, IPython and matplotlib keep their state under `.venv/home`
-instead of your home directory.
+instead of your home directory. `test` also installs Debian's chromium when run as root.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 HOME = VENV / "home"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def say(message: str) -> None:
@@ -47,7 +49,8 @@ def ensure_venv() -> None:
 
 
 def tool_environment() -> dict[str, str]:
-    """The environment for Jupyter and the tests: venv first, state kept out of $HOME."""
+    """The environment for Jupyter and the tests: venv first, state kept out of $HOME (npm's
+    cache too: JupyterLab runs `npm prefix` at start, which logs into it)."""
     env = dict(os.environ)
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV)
@@ -55,7 +58,8 @@ def tool_environment() -> dict[str, str]:
                              ("JUPYTER_DATA_DIR", "jupyter-data"),
                              ("JUPYTER_RUNTIME_DIR", "jupyter-runtime"),
                              ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "matplotlib"),
-                             ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache")):
+                             ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"),
+                             ("npm_config_cache", "npm")):
         path = HOME / folder
         path.mkdir(parents=True, exist_ok=True)
         env[variable] = str(path)
@@ -71,8 +75,27 @@ def course(args: list[str]) -> int:
     return subprocess.call(command, cwd=ROOT, env=tool_environment())
 
 
+def ensure_chromium() -> None:
+    """Install Debian's chromium for the browser test when we can: as root (CI, containers).
+
+    That test drives /usr/bin/chromium, never a browser Playwright downloads. About 15 s."""
+    if CHROMIUM.exists():
+        return
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        say(f"no {CHROMIUM}: the browser test will skip (sudo apt-get install chromium)")
+        return
+    say("installing Debian's chromium for the browser test (about 15 s)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+        if subprocess.call(command, env=env, stdout=subprocess.DEVNULL):
+            say(f"`{' '.join(command)}` failed: the browser test will skip (fail under CI)")
+            return
+
+
 def test(args: list[str]) -> int:
     ensure_venv()
+    ensure_chromium()
     command = [str(PYTHON), "-m", "pytest"]
     if not args:
         command += ["-n", "auto", "--dist", "loadfile"]

@@ -100,3 +100,45 @@ def test_explorer_on_the_kernel():
     assert [value for _, _, value in model.index_fields()] == [0, 128, 1, 0, 0]
     model.set_address("0x800000000000")
     assert "not canonical" in model.message
+
+
+def _recorded_chain():
+    from refimpl.viz import quickmap_pd_probe, record_call_chain
+    from refimpl.ak import MUST
+    from refimpl.kernel import PageDirectory
+    mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+    directory = MUST(PageDirectory.try_create_for_userspace(mm))
+    return record_call_chain(lambda: mm.ensure_pte(directory, 0x40_0000),
+                             ["MemoryManager.ensure_pte", "MemoryManager.quickmap_pd",
+                              "MemoryManager.allocate_physical_page"],
+                             probe=quickmap_pd_probe(mm))
+
+
+def test_record_call_chain_nests_calls_and_returns():
+    result, events = _recorded_chain()
+    assert not result.is_error()
+    assert [(e.kind, e.depth, e.function.split(".")[-1]) for e in events] == [
+        ("call", 0, "ensure_pte"), ("call", 1, "quickmap_pd"), ("return", 1, "quickmap_pd"),
+        ("call", 1, "allocate_physical_page"), ("return", 1, "allocate_physical_page"),
+        ("return", 0, "ensure_pte")]
+    assert "vaddr=0x400000" in events[0].detail
+    assert events[2].probe == "PD window shows the user PD for PDPT index 0"
+
+
+def test_call_chain_model_and_stepper():
+    from refimpl.viz import CallChainModel, CallChainStepper
+    _, events = _recorded_chain()
+    model = CallChainModel(events)
+    model.set_step(3)
+    assert [call.function.split(".")[-1] for call in model.stack()] == [
+        "ensure_pte", "allocate_physical_page"]
+    assert model.headline() == "step 3/5: calls MemoryManager.allocate_physical_page"
+    with pytest.raises(ValueError, match="outside 0..5"):
+        model.set_step(6)
+    with pytest.raises(ValueError, match="nothing to step"):
+        CallChainModel([])
+    stepper = CallChainStepper(events)
+    first = stepper.output.value
+    stepper.slider.value = 5
+    assert stepper.output.value != first and "returns from MemoryManager.ensure_pte" in \
+        stepper.output.value

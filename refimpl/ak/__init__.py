@@ -1,6 +1,7 @@
 """The kernel's standard library: Error, ErrorOr, TRY, MUST and the panic that VERIFY raises."""
 
 from refimpl.ak.error import VERIFY, Errno, Error, ErrorOr, KernelPanic
-from refimpl.ak.try_ import MUST, TRY, fallible
+from refimpl.ak.try_ import MUST, TRY, fallible, fallible_returning
 
-__all__ = ["Errno", "Error", "ErrorOr", "KernelPanic", "MUST", "TRY", "VERIFY", "fallible"]
+__all__ = ["Errno", "Error", "ErrorOr", "KernelPanic", "MUST", "TRY", "VERIFY", "fallible",
+           "fallible_returning"]

@@ -124,6 +124,7 @@ class ErrorOr(Generic[T]):
     """
 
     __slots__ = ("_value", "_error")
+    error_type = Error
 
     def __init__(self, value: T = None) -> None:  # type: ignore[assignment]
         if isinstance(value, (Error, ErrorOr)):

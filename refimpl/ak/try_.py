@@ -22,6 +22,10 @@ expressions, so the same control flow is built from an exception and a decorator
 
 `MUST(result)` is for calls that cannot fail unless the kernel is broken (boot-time setup): it
 returns the value, or raises `KernelPanic` naming the error.
+
+Like the C++ macro, TRY needs only `is_error()`, `release_error()` and `release_value()`: that is
+how it worked with KResultOr before ErrorOr existed (lesson 02). `fallible_returning(T)` makes
+the decorator for functions that return a result type T other than ErrorOr.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class _TryPropagation(BaseException):
 
 def TRY(result: ErrorOr[T]) -> T:
     """The value of `result`, or return its error from the enclosing @fallible function."""
-    if not isinstance(result, ErrorOr):
+    if not hasattr(result, "release_error"):
         raise TypeError(f"TRY() wants an ErrorOr, got {type(result).__name__}: {result!r}")
     if result.is_error():
         raise _TryPropagation(result.release_error())
@@ -54,31 +58,38 @@ def TRY(result: ErrorOr[T]) -> T:
 
 def MUST(result: ErrorOr[T]) -> T:
     """The value of `result`; a kernel panic if it holds an error."""
-    if not isinstance(result, ErrorOr):
+    if not hasattr(result, "release_error"):
         raise TypeError(f"MUST() wants an ErrorOr, got {type(result).__name__}: {result!r}")
     if result.is_error():
         raise KernelPanic(f"MUST failed: {result.release_error()!r}")
     return result.release_value()
 
 
-def fallible(function: F) -> F:
-    """Mark `function` as returning ErrorOr, so that TRY can return from it."""
+def fallible_returning(result_type: type) -> Callable[[F], F]:
+    """The @fallible decorator for functions returning `result_type`, which must offer
+    `from_error(error)` and take a value in its constructor, as ErrorOr does."""
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            result = function(*args, **kwargs)
-        except _TryPropagation as propagation:
-            _verify_raised_by_own_try(function, propagation)
-            return ErrorOr.from_error(propagation.error)
-        if isinstance(result, ErrorOr):
-            return result
-        if isinstance(result, Error):
-            return ErrorOr.from_error(result)
-        return ErrorOr(result)
+    def decorator(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                result = function(*args, **kwargs)
+            except _TryPropagation as propagation:
+                _verify_raised_by_own_try(function, propagation)
+                return result_type.from_error(propagation.error)
+            if isinstance(result, result_type):
+                return result
+            if isinstance(result, result_type.error_type):
+                return result_type.from_error(result)
+            return result_type(result)
 
-    wrapper.__fallible__ = True  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+fallible = fallible_returning(ErrorOr)
+fallible.__doc__ = "Mark a function as returning ErrorOr, so that TRY can return from it."
 
 
 def _verify_raised_by_own_try(function: Callable, propagation: _TryPropagation) -> None:

@@ -23,13 +23,13 @@ from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
-from refimpl.kernel.page_directory import PageDirectory
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
 from refimpl.kernel.virtual_range import VirtualRange
 
 if TYPE_CHECKING:
     from refimpl.kernel.memory_manager import MemoryManager
+    from refimpl.kernel.page_directory import PageDirectory
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 
@@ -56,7 +56,7 @@ class AddressSpace:
             base = layout.user_range_base + random.Random(seed).randrange(32) * MiB
             total_range = VirtualRange(VirtualAddress(base), layout.user_range_ceiling - base)
         address = TRY(mm.kmalloc(AddressSpace.OBJECT_SIZE))
-        directory = PageDirectory.try_create_for_userspace(mm)
+        directory = mm.page_directory_class.try_create_for_userspace(mm)
         if directory.is_error():
             mm.kfree(address)
             return directory

@@ -44,6 +44,9 @@ class KmallocSubheap:
     def allocated_bytes(self) -> int:
         return sum(self._allocations.values()) * CHUNK_SIZE
 
+    def free_bytes(self) -> int:
+        return self._used.count(0) * CHUNK_SIZE
+
     def allocate(self, size: int) -> VirtualAddress | None:
         chunks = max(1, -(-size // CHUNK_SIZE))
         run = bytes(chunks)
@@ -142,6 +145,9 @@ class KmallocHeap:
 
     def allocated_bytes(self) -> int:
         return sum(subheap.allocated_bytes() for subheap in self.subheaps)
+
+    def free_bytes(self) -> int:
+        return sum(subheap.free_bytes() for subheap in self.subheaps)
 
     def size(self) -> int:
         return sum(subheap.size for subheap in self.subheaps)

@@ -42,6 +42,9 @@ class ShouldZeroFill(enum.Enum):
 
 
 class MemoryManager:
+    page_directory_class = PageDirectory
+    """The PageDirectory type of this kernel (lesson 03's "before" kernel uses a subclass)."""
+
     def __init__(self, machine: Machine, initial_kmalloc_pages: int = 4) -> None:
         self.machine = machine
         self.format = machine.format
@@ -61,9 +64,10 @@ class MemoryManager:
         self._quickmap_in_use = [False] * cpu_count
         self.page_directories_by_cr3: dict[int, PageDirectory] = {}
 
-        boot = build_boot_page_tables(machine, layout)
+        self.boot_info = boot = build_boot_page_tables(machine, layout)
         self._adopt_kernel_image(boot)
-        self._kernel_page_directory = PageDirectory.must_create_kernel_page_directory(self, boot)
+        self._kernel_page_directory = self.page_directory_class.must_create_kernel_page_directory(
+            self, boot)
         self.kmalloc_heap = KmallocHeap(self)
         self.shared_zero_page = MUST(self.allocate_physical_page(
             ShouldZeroFill.YES, PagePurpose.SHARED_ZERO))

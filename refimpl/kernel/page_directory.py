@@ -40,10 +40,10 @@ class PageDirectory:
 
     # Construction --------------------------------------------------------------------------------
 
-    @staticmethod
-    def must_create_kernel_page_directory(mm: MemoryManager, boot: BootInfo) -> PageDirectory:
+    @classmethod
+    def must_create_kernel_page_directory(cls, mm: MemoryManager, boot: BootInfo) -> PageDirectory:
         """Wrap the prekernel's tables; they live in the image and are never freed."""
-        directory = PageDirectory(mm, VirtualAddress(0), is_kernel=True)
+        directory = cls(mm, VirtualAddress(0), is_kernel=True)
         if boot.pml4t is not None:
             directory.pml4t = mm.get_physical_page_entry(boot.pml4t)
         directory.directory_table = mm.get_physical_page_entry(boot.pdpt)
@@ -53,12 +53,12 @@ class PageDirectory:
         mm.page_directories_by_cr3[directory.cr3()] = directory
         return directory
 
-    @staticmethod
+    @classmethod
     @fallible
-    def try_create_for_userspace(mm: MemoryManager):
+    def try_create_for_userspace(cls, mm: MemoryManager):
         """A new user address space's directory: ErrorOr[PageDirectory]. On failure every page
         and the object itself are released again."""
-        directory = PageDirectory(mm, TRY(mm.kmalloc(PageDirectory.OBJECT_SIZE)), is_kernel=False)
+        directory = cls(mm, TRY(mm.kmalloc(cls.OBJECT_SIZE)), is_kernel=False)
         result = directory._allocate_user_tables()
         if result.is_error():
             directory._drop_references()

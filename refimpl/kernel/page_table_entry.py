@@ -146,6 +146,9 @@ class TableWindow(Generic[Entry]):
             raise IndexError(f"table index {index} is outside 0..511")
         return self._entry_class(self._mm, self.base + index * self._mm.format.entry_size)
 
+    def __repr__(self) -> str:
+        return f"TableWindow({self._entry_class.__name__} array at {self.base!r})"
+
     def raw_entries(self) -> list[int]:
         """All 512 entries, read with one access of the whole window."""
         data = self._mm.current_cpu().load(self.base, PAGE_SIZE)

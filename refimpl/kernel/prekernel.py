@@ -47,7 +47,12 @@ class BootInfo:
     pdpt: PhysicalAddress
     pd0: PhysicalAddress
     pd_kernel: PhysicalAddress
-    boot_page_tables: tuple[PhysicalAddress, ...]
+    pd_kernel_pt0: PhysicalAddress
+    pd_kernel_pt1023: PhysicalAddress
+
+    @property
+    def boot_page_tables(self) -> tuple[PhysicalAddress, PhysicalAddress]:
+        return self.pd_kernel_pt0, self.pd_kernel_pt1023
 
 
 def build_boot_page_tables(machine: Machine, layout: KernelLayout) -> BootInfo:
@@ -77,7 +82,7 @@ def build_boot_page_tables(machine: Machine, layout: KernelLayout) -> BootInfo:
     memory.write(text + INIT_AP, INIT_AP_CODE)
     machine.bsp.enable_paging(cr3)
     return BootInfo(cr3, pml4t, paddr(BOOT_PDPT), paddr(BOOT_PD0), paddr(BOOT_PD_KERNEL),
-                    (paddr(BOOT_PD_KERNEL_PT0), paddr(BOOT_PD_KERNEL_PT1023)))
+                    paddr(BOOT_PD_KERNEL_PT0), paddr(BOOT_PD_KERNEL_PT1023))
 
 
 class PageTableBuilder:

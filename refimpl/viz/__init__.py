@@ -5,8 +5,19 @@ ipywidgets classes only turn a model into controls and HTML. Nothing here change
 Imported by notebooks only, never by `refimpl.hw` or `refimpl.kernel`.
 """
 
+from refimpl.viz.call_chain import (CallChainModel, CallChainStepper, ChainEvent,
+                                    quickmap_pd_probe, record_call_chain, render_call_chain)
+from refimpl.viz.diff_view import (DiffModel, DiffPair, RefactoringDiff, render_diff,
+                                   source_pair, text_pair)
+from refimpl.viz.memory_map import (PhysicalMemoryMap, PhysicalMemoryMapModel, parse_frame,
+                                    render_memory_map)
 from refimpl.viz.page_walk import PageWalkExplorer, PageWalkModel, parse_address, render_walk
 from refimpl.viz.ram_view import MachineOnOneScreen, RamModel, render_ram
 
-__all__ = ["MachineOnOneScreen", "PageWalkExplorer", "PageWalkModel", "RamModel",
-           "parse_address", "render_ram", "render_walk"]
+__all__ = [
+    "CallChainModel", "CallChainStepper", "ChainEvent", "DiffModel", "DiffPair",
+    "MachineOnOneScreen", "PageWalkExplorer", "PageWalkModel", "PhysicalMemoryMap",
+    "PhysicalMemoryMapModel", "RamModel", "RefactoringDiff", "parse_address", "parse_frame",
+    "quickmap_pd_probe", "record_call_chain", "render_call_chain", "render_diff",
+    "render_memory_map", "render_ram", "render_walk", "source_pair", "text_pair",
+]

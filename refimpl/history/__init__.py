@@ -1,0 +1,13 @@
+"""The code *before* each refactoring the course replays, one module per SerenityOS commit.
+
+Each module is a minimal variant of the modern code in `refimpl.kernel`, written so that a diff
+of the two is the refactoring (the lessons show those diffs). Nothing in `refimpl.kernel`
+imports from here.
+
+- `range_allocator` (lesson 01, cd5faf4e425): Range and RangeAllocator, before the rename.
+- `kresult` (lesson 02, 79fa9765ca8): KResult and KResultOr, before AK::Error and ErrorOr.
+- `page_table_map` (lesson 03, 24ecf1d0218): PageDirectory::m_page_tables and the ensure_pte()
+  that reentered itself through kmalloc.
+- `identity_mapping` (lesson 04, cdab5b20916): the generic identity-mapping API and the
+  identity range allocator in every PageDirectory.
+"""

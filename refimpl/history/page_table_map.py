@@ -1,0 +1,157 @@
+"""Before 24ecf1d0218 (2022-01-10): PageDirectory kept its page tables in a HashMap.
+
+`PageDirectory::m_page_tables` mapped each 2 MiB-aligned virtual address to the PhysicalPage of
+the page table covering it, and held the only reference to it. ensure_pte() inserted a new table
+into that map, and HashMap::set() grows its bucket storage with kmalloc(). If kmalloc has to
+expand the kernel heap, expansion maps the new heap pages with ensure_pte() on the kernel's
+directory, which points the *one* quickmap PD window at the kernel's PD. Back in the outer
+ensure_pte(), the PDE pointer it still holds now reads the kernel PD, and the PTE pointer it
+returns lies in a kernel page table: the caller writes a user mapping into kernel space.
+
+As in SerenityOS at that date (f49649645ca, 2021-12-26), the page tables of the whole kmalloc
+range are created up front, so heap expansion allocates no page table of its own; it still
+quickmaps the kernel PD, which is all the bug needs.
+
+Compare `MemoryManagerWithPageTableMap.ensure_pte` and `release_pte` with
+`refimpl.kernel.memory_manager.MemoryManager`: the difference is the refactoring.
+"""
+
+from __future__ import annotations
+
+from refimpl.ak import MUST, TRY, VERIFY, fallible
+from refimpl.hw import X86_64, Machine, MiB
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
+from refimpl.kernel.address_space import AddressSpace
+from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
+from refimpl.kernel.kmalloc import CHUNK_SIZE
+from refimpl.kernel.memory_manager import MemoryManager, ShouldZeroFill
+from refimpl.kernel.page_directory import PageDirectory
+from refimpl.kernel.physical_page import PagePurpose, PhysicalPage
+from refimpl.kernel.region import Region
+from refimpl.kernel.virtual_range import VirtualRange
+
+PAGE_TABLE_SPAN = 2 * 1024 * 1024
+
+
+class HashMap:
+    """AK::HashMap as far as ensure_pte() can feel it: its buckets live on the kernel heap, and
+    a `set()` that finds them 80% full allocates a table twice the size first."""
+
+    BUCKET_SIZE = 24  # key, RefPtr, state byte (padded)
+
+    def __init__(self, mm: MemoryManager) -> None:
+        self._mm = mm
+        self._entries: dict[int, PhysicalPage] = {}
+        self._capacity = 0
+        self._buckets = 0  # kernel-heap address of the bucket storage
+
+    def set(self, key: int, value: PhysicalPage) -> None:
+        if (len(self._entries) + 1) * 5 > self._capacity * 4:
+            self._grow()
+        self._entries[key] = value
+
+    def _grow(self) -> None:
+        capacity = max(4, self._capacity * 2)
+        buckets = MUST(self._mm.kmalloc(capacity * self.BUCKET_SIZE))  # may expand the heap
+        self._mm.kfree(self._buckets)
+        self._buckets, self._capacity = buckets, capacity
+
+    def take(self, key: int) -> PhysicalPage:
+        return self._entries.pop(key)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class PageDirectoryWithPageTables(PageDirectory):
+    """PageDirectory with its `m_page_tables` map."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.m_page_tables = HashMap(self._mm)
+
+
+class MemoryManagerWithPageTableMap(MemoryManager):
+    page_directory_class = PageDirectoryWithPageTables
+
+    def __init__(self, machine: Machine, initial_kmalloc_pages: int = 4) -> None:
+        super().__init__(machine, initial_kmalloc_pages)
+        kernel = self.kernel_page_directory()
+        layout, boot = self.layout, self.boot_info
+        for vaddr, paddr in ((layout.kernel_load_base, boot.pd_kernel_pt0),
+                             (layout.kernel_pt1024_base, boot.pd_kernel_pt1023)):
+            kernel.m_page_tables.set(vaddr & ~(PAGE_TABLE_SPAN - 1),
+                                     self.get_physical_page_entry(paddr))
+        for vaddr in range(layout.kmalloc_range_base,
+                           layout.kmalloc_range_base + layout.kmalloc_range_size, PAGE_TABLE_SPAN):
+            MUST(self.ensure_pte(kernel, vaddr))
+
+    @fallible
+    def ensure_pte(self, directory: PageDirectoryWithPageTables, vaddr: int):
+        self._verify_reachable(directory, vaddr)
+        layout = self.layout
+        pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
+        if not pde.is_present():
+            page_table = TRY(self.allocate_physical_page(ShouldZeroFill.YES,
+                                                         PagePurpose.PAGE_TABLE))
+            pde.set_page_table_base(page_table.paddr())
+            pde.set_user_allowed(True)
+            pde.set_present(True)
+            pde.set_writable(True)
+            pde.set_global(directory is self.kernel_page_directory())
+            # The map keeps the page table alive. Growing it may kmalloc, and kmalloc may
+            # expand the heap, which calls ensure_pte() and moves the PD window...
+            directory.m_page_tables.set(vaddr & ~(PAGE_TABLE_SPAN - 1), page_table)
+        # ...so this may read the PDE of another page directory.
+        return self.quickmap_pt(pde.page_table_base())[layout.pt_index(vaddr)]
+
+    def release_pte(self, directory: PageDirectoryWithPageTables, vaddr: int,
+                    is_last_pte: bool) -> None:
+        self._verify_reachable(directory, vaddr)
+        layout = self.layout
+        pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
+        if not pde.is_present():
+            return
+        page_table = self.quickmap_pt(pde.page_table_base())
+        pt_index = layout.pt_index(vaddr)
+        page_table[pt_index].clear()
+        if not (is_last_pte or pt_index == 511):
+            return
+        if any(page_table.raw_entries()):
+            return
+        pde.clear()
+        key = vaddr & ~(PAGE_TABLE_SPAN - 1)
+        VERIFY(key in directory.m_page_tables, f"no page table for {key:#x} in m_page_tables")
+        directory.m_page_tables.take(key).unref()  # the map held the last reference
+
+
+REENTRANCY_TARGET = 0x200_2000
+"""A user address with PD index 16, like the start of the kmalloc range in the kernel PD, and
+PT index 2: the third page the next heap expansion maps."""
+
+
+def fill_kernel_heap(mm: MemoryManager) -> None:
+    """Allocate every free chunk of the kernel heap, so the next kmalloc has to expand it."""
+    for _ in range(mm.kmalloc_heap.free_bytes() // CHUNK_SIZE):
+        MUST(mm.kmalloc(CHUNK_SIZE))
+
+
+def prepare_reentrancy(kernel: type[MemoryManager]):
+    """A kernel of class `kernel`, an address space with a one-page region placed at
+    REENTRANCY_TARGET (not mapped yet), and a full kernel heap: mapping the region is the
+    first thing that needs a page table, and the first kmalloc since the heap filled up.
+    Returns (mm, space, region)."""
+    mm = kernel(Machine(X86_64, ram_size=32 * MiB))
+    space = MUST(AddressSpace.try_create(mm))
+    vmobject = MUST(AnonymousVMObject.try_create_with_size(mm, PAGE_SIZE,
+                                                           AllocationStrategy.ALLOCATE_NOW))
+    region = MUST(Region.try_create_unplaced(mm, vmobject, 0, "victim",
+                                             Region.Access.READ | Region.Access.WRITE))
+    vmobject.unref()
+    MUST(space.region_tree.place_specifically(
+        region, VirtualRange(VirtualAddress(REENTRANCY_TARGET), PAGE_SIZE)))
+    fill_kernel_heap(mm)
+    return mm, space, region

@@ -1,0 +1,157 @@
+"""The *before* designs behave as the lessons say they did."""
+
+import inspect
+
+import pytest
+
+import refimpl.history.kresult as before_syscalls
+import refimpl.kernel.syscalls as after_syscalls
+from refimpl.ak import MUST, Errno
+from refimpl.history.identity_mapping import MemoryManagerWithIdentityRegions
+from refimpl.history.identity_mapping import boot_aps as boot_aps_before
+from refimpl.history.kresult import KResult, KResultOr, KSuccess
+from refimpl.history.page_table_map import (REENTRANCY_TARGET, MemoryManagerWithPageTableMap,
+                                            prepare_reentrancy)
+from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, OLD_NAMES, RENAMES,
+                                             Range, RangeAllocator, rename_whole_identifiers,
+                                             search_and_replace)
+from refimpl.hw import X86_64, Access, Machine, MiB, PageFault, trace_walk
+from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager, PageDirectory,
+                            VirtualRange, VirtualRangeAllocator, boot_aps)
+from refimpl.kernel.invariants import page_table_refcount_violations
+
+PAGE = 4096
+PRIVATE_ANONYMOUS = after_syscalls.MAP_PRIVATE | after_syscalls.MAP_ANONYMOUS
+
+
+# Lesson 01 -------------------------------------------------------------------------------------
+
+def test_the_rename_changed_no_behaviour():
+    def run(allocator_class, range_class):
+        mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+        allocator = allocator_class(mm, seed=5)
+        MUST(allocator.initialize_with_range(0x10_0000, 64 * PAGE))
+        got = [MUST(allocator.try_allocate_anywhere(2 * PAGE)),
+               MUST(allocator.try_allocate_randomized(PAGE)),
+               MUST(allocator.try_allocate_specific(0x12_0000, PAGE))]
+        MUST(allocator.deallocate(range_class(0x12_0000, PAGE)))
+        return got, allocator.available_ranges()
+
+    assert run(RangeAllocator, Range) == run(VirtualRangeAllocator, VirtualRange)
+
+
+def test_search_and_replace_over_matches_where_whole_identifiers_do_not():
+    naive = [search_and_replace(name, "Range", "VirtualRange")
+             for name in KERNEL_IDENTIFIERS_WITH_RANGE]
+    exact = [rename_whole_identifiers(name, RENAMES) for name in KERNEL_IDENTIFIERS_WITH_RANGE]
+    assert "UsedMemoryVirtualRange" in naive and "ShouldDeallocateVirtualMemoryVirtualRange" in naive
+    assert exact[:2] == ["VirtualRange", "VirtualRangeAllocator"]
+    assert exact[2:] == list(KERNEL_IDENTIFIERS_WITH_RANGE[2:])
+
+
+def test_before_source_is_the_modern_source_with_old_names():
+    import refimpl.kernel.virtual_range_allocator as module
+    after = inspect.getsource(module)
+    before = rename_whole_identifiers(after, OLD_NAMES)
+    assert "class RangeAllocator:" in before and "VirtualRange" not in before
+    assert rename_whole_identifiers(before, {v: k for k, v in OLD_NAMES.items()}) == after
+
+
+# Lesson 02 -------------------------------------------------------------------------------------
+
+def test_kresult_stores_the_errno_negated():
+    assert KResult(Errno.ENOMEM).error() == -12
+    assert KResult(Errno.ENOMEM).error() != Errno.ENOMEM
+    assert KSuccess.is_success() and repr(KResult(12)) == "KResult(-12: ENOMEM)"
+    assert KResultOr.from_error(KResult(22)).error() == KResult(22)
+
+
+@pytest.mark.parametrize("module", [before_syscalls, after_syscalls])
+def test_both_syscall_layers_return_minus_errno_to_user_space(module):
+    space = MUST(AddressSpace.try_create(MemoryManager(Machine(X86_64, ram_size=16 * MiB))))
+    ok = module.sys_mmap(space, 0, 2 * PAGE, 3, PRIVATE_ANONYMOUS)
+    assert module.syscall_return_value(ok) == space.region_tree.total_range.base
+    outside = module.sys_mmap(space, PAGE, PAGE, 3, PRIVATE_ANONYMOUS | after_syscalls.MAP_FIXED)
+    assert module.syscall_return_value(outside) == -12
+    assert module.syscall_return_value(module.sys_mmap(space, 0, 0, 3, PRIVATE_ANONYMOUS)) == -22
+    assert module.syscall_return_value(module.sys_munmap(space, ok.value(), PAGE)) == 0
+
+
+def test_negating_a_kresult_at_the_boundary_reports_success():
+    space = MUST(AddressSpace.try_create(MemoryManager(Machine(X86_64, ram_size=16 * MiB))))
+    failed = before_syscalls.sys_mmap(space, 0, 0, 3, PRIVATE_ANONYMOUS)
+    assert -failed.error().error() == 22  # the habit from positive errnos: a "valid" result
+
+
+# Lesson 03 -------------------------------------------------------------------------------------
+
+def test_the_hash_map_makes_ensure_pte_write_a_user_mapping_into_a_kernel_page_table():
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap)
+    heap_pages_before = mm.kmalloc_heap.expansions
+    MUST(region.map(space.page_directory))
+    assert mm.kmalloc_heap.expansions == heap_pages_before + 1
+    memory, cr3 = mm.machine.memory, space.page_directory.cr3()
+    assert trace_walk(memory, cr3, REENTRANCY_TARGET).faulted, "the user PTE stayed empty"
+    heap_page = mm.layout.kmalloc_range_base + 2 * PAGE
+    walk = trace_walk(memory, cr3, heap_page)
+    assert walk.physical_address == region.physical_page(0).paddr(), \
+        "a kernel heap page now maps the user's page"
+    assert walk.physical_address not in [p.paddr() for p in mm.kmalloc_heap.subheaps[-1].pages]
+
+
+def test_without_the_hash_map_the_same_mapping_is_clean_and_allocates_nothing():
+    mm, space, region = prepare_reentrancy(MemoryManager)
+    with mm.allocations.record() as log:
+        MUST(region.map(space.page_directory))
+    assert [record.kind for record in log] == [AllocationKind.PHYSICAL_PAGE]  # the page table
+    assert mm.kmalloc_heap.expansions == 0
+    walk = trace_walk(mm.machine.memory, space.page_directory.cr3(), REENTRANCY_TARGET)
+    assert walk.physical_address == region.physical_page(0).paddr()
+    assert page_table_refcount_violations(mm) == []
+
+
+def test_the_hash_map_owns_page_tables_and_release_pte_frees_them():
+    mm = MemoryManagerWithPageTableMap(Machine(X86_64, ram_size=16 * MiB))
+    directory = MUST(MemoryManagerWithPageTableMap.page_directory_class
+                     .try_create_for_userspace(mm))
+    free = mm.free_physical_pages()
+    pte = MUST(mm.ensure_pte(directory, 0x40_0000))
+    assert 0x40_0000 in directory.m_page_tables and pte.raw() == 0
+    mm.release_pte(directory, 0x40_0000, is_last_pte=True)
+    assert 0x40_0000 not in directory.m_page_tables and mm.free_physical_pages() == free
+
+
+# Lesson 04 -------------------------------------------------------------------------------------
+
+def test_both_designs_boot_the_aps_and_leave_no_identity_mapping():
+    for kernel, boot in ((MemoryManagerWithIdentityRegions, boot_aps_before),
+                         (MemoryManager, boot_aps)):
+        mm = kernel(Machine(X86_64, ram_size=16 * MiB, cpu_count=3))
+        free = mm.free_physical_pages()
+        MUST(boot(mm))
+        assert all(cpu.online for cpu in mm.machine.cpus)
+        for cpu in mm.machine.cpus:
+            with pytest.raises(PageFault):
+                cpu.mmu.translate(0x8000, Access.EXECUTE)
+        assert mm.free_physical_pages() == free
+
+
+def test_the_identity_range_goes_back_to_the_identity_allocator():
+    mm = MemoryManagerWithIdentityRegions(Machine(X86_64, ram_size=16 * MiB, cpu_count=2))
+    kernel = mm.kernel_page_directory()
+    general, identity = (kernel.range_allocator.available_ranges(),
+                         kernel.identity_range_allocator.available_ranges())
+    MUST(boot_aps_before(mm))
+    assert kernel.range_allocator.available_ranges() == general
+    assert kernel.identity_range_allocator.available_ranges() == identity
+
+
+def test_every_page_directory_paid_for_two_allocators():
+    before = MemoryManagerWithIdentityRegions(Machine(X86_64, ram_size=16 * MiB))
+    after = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+    sizes = []
+    for mm in (before, after):
+        heap = mm.kmalloc_heap.allocated_bytes()
+        MUST(mm.page_directory_class.try_create_for_userspace(mm))
+        sizes.append(mm.kmalloc_heap.allocated_bytes() - heap)
+    assert sizes[0] > sizes[1] and PageDirectory is after.page_directory_class
