@@ -1,0 +1,114 @@
+"""The command line: generate the exercises, check they are up to date, grade a class.
+
+    python -m refimpl.grading generate         [--solutions DIR] [--exercises DIR]
+    python -m refimpl.grading check-exercises  [--solutions DIR] [--exercises DIR]
+                                               [--checks MODULE_OR_FILE ...]
+    python -m refimpl.grading grade SUBMISSIONS --out RESULTS [--solutions DIR] [--timeout S]
+                                   [--memory MB] [--jobs N] [--checks MODULE_OR_FILE ...]
+    refimpl-grade SUBMISSIONS --out RESULTS [...]     (the same as `grade`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from refimpl.grading.exercises import EXERCISES
+from refimpl.grading.generate import (EXERCISES_DIR, SOLUTIONS, check_exercises, generate_all,
+                                      registry_problems)
+from refimpl.grading.grader import DEFAULT_CHECKS, grade_class, summary
+from refimpl.grading.kernel import Limits
+from refimpl.grading.worker import load_checks
+
+
+def _folders(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solutions", type=Path, default=SOLUTIONS,
+                        help="the solution notebooks (default: %(default)s)")
+    parser.add_argument("--exercises", type=Path, default=EXERCISES_DIR,
+                        help="the generated exercise notebooks (default: %(default)s)")
+
+
+def _checks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checks", action="append", default=None,
+                        help="module or .py file registering the exercises; repeatable "
+                             f"(default: {DEFAULT_CHECKS[0]})")
+
+
+def _grade_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("submissions", type=Path,
+                        help="a folder of notebooks (one student) or of such folders (a class)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="where grades.csv and <student>/results.json go")
+    parser.add_argument("--solutions", type=Path, default=SOLUTIONS,
+                        help="the solution notebooks, whose set-up cells are run "
+                             "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=Limits.timeout,
+                        help="seconds per exercise (default: %(default)s)")
+    parser.add_argument("--memory", type=int, default=Limits.memory_mb,
+                        help="MB of address space per kernel process (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="students graded at once (default: the number of CPUs)")
+    _checks(parser)
+
+
+def generate(args: argparse.Namespace) -> int:
+    for change in generate_all(args.solutions, args.exercises):
+        print(change)
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    load_checks(args.checks or list(DEFAULT_CHECKS))
+    problems = check_exercises(args.solutions, args.exercises)
+    problems += registry_problems(args.solutions, EXERCISES)
+    if not problems:
+        print(f"{args.exercises} is what {args.solutions} generates, and every exercise "
+              f"has its cells")
+        return 0
+    for problem in problems:
+        print(problem)
+    print("fix: edit solutions/ (never exercises/), then `python -m refimpl.grading generate`")
+    return 1
+
+
+def grade(args: argparse.Namespace) -> int:
+    if not args.submissions.is_dir():
+        print(f"no folder {args.submissions}", file=sys.stderr)
+        return 2
+    checks = args.checks or list(DEFAULT_CHECKS)
+    load_checks(checks)
+    limits = Limits(timeout=args.timeout, memory_mb=args.memory)
+    try:
+        results = grade_class(args.submissions, args.out, solutions=args.solutions,
+                              limits=limits, jobs=args.jobs, checks=checks)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(summary(results, args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m refimpl.grading",
+                                     description="Exercises and the autograder.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _folders(commands.add_parser("generate", help="write exercises/ from solutions/"))
+    checking = commands.add_parser("check-exercises", help="fail when exercises/ is not what "
+                                   "solutions/ generates, or a check is missing")
+    _folders(checking)
+    _checks(checking)
+    _grade_arguments(commands.add_parser("grade", help="grade submitted notebooks"))
+    args = parser.parse_args(argv)
+    return {"generate": generate, "check-exercises": check, "grade": grade}[args.command](args)
+
+
+def grade_main(argv: list[str] | None = None) -> int:
+    """The `refimpl-grade` console script: `grade` without the sub-command."""
+    parser = argparse.ArgumentParser(prog="refimpl-grade", description="Grade notebooks.")
+    _grade_arguments(parser)
+    return grade(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

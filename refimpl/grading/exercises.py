@@ -1,0 +1,45 @@
+"""The registry of exercises: what each one is called, is worth, and how it is checked.
+
+An exercise lives in a notebook under `solutions/` as two cells with nbgrader metadata:
+- a *solution* cell, `grade_id` = the exercise's id, defining `names` (the answer sits between
+  `### BEGIN SOLUTION` and `### END SOLUTION`);
+- a *check* cell, `grade_id` = id + "-check", `points` = its points, whose source is one call,
+  `grade("<id>", <names...>)`.
+`grade` runs the visible cases and prints feedback; the autograder calls `check(..., hidden=True)`,
+which runs more cases, from seeds no student notebook contains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+class CheckFailed(AssertionError):
+    """A wrong answer; the message says where it first differs from the reference."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    grade_id: str
+    title: str
+    points: int
+    names: tuple[str, ...]
+    check: Callable[..., str]
+    """check(*definitions, hidden=False) -> a line of success feedback; raises CheckFailed."""
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(grade_id: str, title: str, points: int, *names: str):
+    """Register the decorated check function as the check of exercise `grade_id`."""
+    def register(check: Callable[..., str]) -> Callable[..., str]:
+        EXERCISES[grade_id] = Exercise(grade_id, title, points, names, check)
+        return check
+    return register
+
+
+def grade(grade_id: str, *definitions) -> None:
+    """What a check cell calls: run the visible cases and print what passed."""
+    print(EXERCISES[grade_id].check(*definitions, hidden=False))

@@ -1,0 +1,100 @@
+"""The autograder on the real course: solutions, untouched exercises, realistic mistakes, and
+the exercise notebooks as students receive them."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS, EXERCISES_DIR = ROOT / "solutions", ROOT / "exercises"
+
+# A realistic mistake per student: (exercise, text in the solution, replacement, feedback).
+MISTAKES = {
+    "off-by-one-index": ("00-split-address", "shift -= bits", "shift -= bits - 1",
+                         "index (level"),
+    "missing-unref": ("03-release-pte", "mm.get_physical_page_entry(pde.page_table_base()).unref()",
+                      "pass", "is live but no PDE points at it"),
+    "forgotten-invlpg": ("04-unmap-everywhere", "region.destroy()",
+                         "region.unmap(should_flush_tlb=False); "
+                         "mm.flush_tlb_local(region.vaddr()); region.destroy()",
+                         "through a stale TLB entry"),
+    "must-not-try": ("02-try", "region = TRY(space.allocate_region",
+                     "region = MUST(space.allocate_region", "MUST failed"),
+}
+
+
+def copy_with_mistake(student: Path, grade_id: str, old: str, new: str) -> None:
+    student.mkdir(parents=True)
+    for path in SOLUTIONS.glob("*.ipynb"):
+        notebook = nbformat.read(path, 4)
+        for cell in notebook.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+                assert old in cell.source
+                cell.source = cell.source.replace(old, new)
+        nbformat.write(notebook, student / path.name)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One class: the solutions, the untouched exercises, and a student per mistake."""
+    root = tmp_path_factory.mktemp("grading")
+    submissions, out = root / "class", root / "results"
+    shutil.copytree(SOLUTIONS, submissions / "perfect")
+    shutil.copytree(EXERCISES_DIR, submissions / "untouched")
+    for student, (grade_id, old, new, _) in MISTAKES.items():
+        copy_with_mistake(submissions / student, grade_id, old, new)
+    process = subprocess.run([sys.executable, "-m", "refimpl.grading", "grade", str(submissions),
+                              "--out", str(out), "--jobs", "2"], capture_output=True, text=True,
+                             timeout=600)
+    assert process.returncode == 0, process.stderr[-2000:]
+    with open(out / "grades.csv", newline="") as rows:
+        grades = {row["student"]: row for row in csv.DictReader(rows)}
+    return grades, out
+
+
+def test_solutions_get_full_marks_and_untouched_exercises_zero(graded):
+    grades, out = graded
+    assert grades["perfect"]["total"] == grades["perfect"]["max"] == "37"
+    assert grades["untouched"]["total"] == "0"
+    untouched = json.loads((out / "untouched" / "results.json").read_text())
+    assert untouched["score"] == 0
+    assert {test["output"].split(":")[0] for test in untouched["tests"]} == {"not attempted"}
+
+
+@pytest.mark.parametrize("student", sorted(MISTAKES))
+def test_a_realistic_mistake_loses_exactly_its_exercise(graded, student):
+    grades, out = graded
+    grade_id, _, _, feedback = MISTAKES[student]
+    results = json.loads((out / student / "results.json").read_text())
+    lost = [test for test in results["tests"] if test["score"] < test["max_score"]]
+    assert [test["name"].split(":")[0] for test in lost] == [grade_id]
+    assert lost[0]["output"].startswith("wrong: ") and feedback in lost[0]["output"]
+    assert int(grades[student]["total"]) == 37 - lost[0]["max_score"]
+
+
+@pytest.mark.parametrize("path", sorted(EXERCISES_DIR.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_exercise_notebooks_run_up_to_the_stubs_and_fail_exactly_there(path):
+    notebook = nbformat.read(path, 4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    failing = {}
+    for cell in notebook.cells:
+        errors = [out for out in cell.get("outputs", []) if out.output_type == "error"]
+        if errors:
+            failing[cell.metadata["nbgrader"]["grade_id"]] = errors[0].ename
+    checks = {cell.metadata["nbgrader"]["grade_id"] for cell in notebook.cells
+              if cell.metadata.get("nbgrader", {}).get("grade")}
+    assert set(failing) == checks
+    assert set(failing.values()) == {"NotImplementedError"}
+
+
+def test_check_exercises_command_passes():
+    process = subprocess.run([sys.executable, "-m", "refimpl.grading", "check-exercises"],
+                             capture_output=True, text=True)
+    assert process.returncode == 0, process.stdout + process.stderr
