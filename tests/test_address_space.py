@@ -1,6 +1,6 @@
 import pytest
 
-from refimpl.ak import MUST, KernelPanic
+from refimpl.ak import MUST
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault
 from refimpl.kernel import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace,
                             AllocationKind, AllocationStrategy, AnonymousVMObject,

@@ -20,13 +20,12 @@ came from RegionTree later), so `range_allocator` here covers only the kernel ra
 from __future__ import annotations
 
 from refimpl.ak import MUST, TRY, KernelPanic, fallible
-from refimpl.hw import Machine, PageFault
+from refimpl.hw import X86_64, Machine, MiB, PageFault
 from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
-from refimpl.kernel.ap_boot import AP_BOOT_TRAMPOLINE, CR3_VARIABLE, ENTRY_VARIABLE, start_ap
+from refimpl.kernel.ap_boot import AP_BOOT_TRAMPOLINE, copy_trampoline, start_ap
 from refimpl.kernel.memory_manager import MemoryManager
 from refimpl.kernel.page_directory import PageDirectory
-from refimpl.kernel.prekernel import APIC_AP_START, APIC_AP_START_CODE, INIT_AP
 from refimpl.kernel.region import Region
 from refimpl.kernel.virtual_range_allocator import VirtualRangeAllocator
 
@@ -96,20 +95,13 @@ class MemoryManagerWithIdentityRegions(MemoryManager):
 @fallible
 def boot_aps(mm: MemoryManagerWithIdentityRegions):
     """Start every AP, identity-mapping the trampoline with the generic API."""
-    layout = mm.layout
     aps = [cpu for cpu in mm.machine.aps if not cpu.online]
     if not aps:
         return None
     identity = TRY(mm.allocate_kernel_region_identity(
         AP_BOOT_TRAMPOLINE, PAGE_SIZE, "AP boot trampoline",
         Region.Access.READ | Region.Access.WRITE | Region.Access.EXECUTE))
-    bsp = mm.current_cpu()
-    code = bsp.load(layout.kernel_text + APIC_AP_START, len(APIC_AP_START_CODE))
-    bsp.store(AP_BOOT_TRAMPOLINE, code)
-    bsp.store(AP_BOOT_TRAMPOLINE + CR3_VARIABLE,
-              mm.kernel_page_directory().cr3().to_bytes(8, "little"))
-    bsp.store(AP_BOOT_TRAMPOLINE + ENTRY_VARIABLE,
-              (layout.kernel_text + INIT_AP).to_bytes(8, "little"))
+    copy_trampoline(mm)
     try:
         for cpu in aps:
             start_ap(mm, cpu)
@@ -118,3 +110,11 @@ def boot_aps(mm: MemoryManagerWithIdentityRegions):
         raise KernelPanic(f"AP {cpu.id} did not come online: {fault}") from None
     mm.unmap_kernel_region(identity)
     return None
+
+
+def page_directory_heap_cost(kernel_class: type[MemoryManager]) -> int:
+    """Bytes of kernel heap one new user PageDirectory takes in a kernel of `kernel_class`."""
+    kernel = kernel_class(Machine(X86_64, ram_size=16 * MiB))
+    heap = kernel.kmalloc_heap.allocated_bytes()
+    MUST(kernel.page_directory_class.try_create_for_userspace(kernel))
+    return kernel.kmalloc_heap.allocated_bytes() - heap

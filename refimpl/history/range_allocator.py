@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from refimpl.ak import MUST
 from refimpl.kernel.virtual_range import VirtualRange
 from refimpl.kernel.virtual_range_allocator import VirtualRangeAllocator
 
@@ -47,3 +48,16 @@ def rename_whole_identifiers(text: str, renames: dict[str, str]) -> str:
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(renames, key=len,
                                                                     reverse=True))) + r")\b")
     return pattern.sub(lambda match: renames[match.group(1)], text)
+
+
+def same_allocations(allocator_class: type, range_class: type, mm) -> tuple[list, list]:
+    """A fixed sequence of allocations and a free through `allocator_class`: what it handed out
+    and what stayed free. A pure rename must give the same answer under either name."""
+    page = 4096
+    allocator = allocator_class(mm, seed=7)
+    MUST(allocator.initialize_with_range(0x10_0000, 64 * page))
+    handed_out = [MUST(allocator.try_allocate_anywhere(2 * page)),
+                  MUST(allocator.try_allocate_randomized(page)),
+                  MUST(allocator.try_allocate_specific(0x12_0000, page))]
+    MUST(allocator.deallocate(range_class(0x12_0000, page)))
+    return [str(r) for r in handed_out], [str(r) for r in allocator.available_ranges()]

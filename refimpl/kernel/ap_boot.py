@@ -69,21 +69,26 @@ def start_ap(mm: MemoryManager, cpu: CPU, trampoline: int = AP_BOOT_TRAMPOLINE) 
         machine.current_cpu = previous
 
 
-@fallible
-def boot_aps(mm: MemoryManager):
-    """Start every AP: map the trampoline page, fill it in, start each AP, unmap it."""
-    layout = mm.layout
-    aps = [cpu for cpu in mm.machine.aps if not cpu.online]
-    if not aps:
-        return None
-    identity = TRY(create_identity_mapped_region(mm, AP_BOOT_TRAMPOLINE, PAGE_SIZE))
-    bsp = mm.current_cpu()
+def copy_trampoline(mm: MemoryManager) -> None:
+    """Copy `apic_ap_start` from the kernel text to 0x8000, with the kernel's CR3 and the
+    address of `init_ap` in its variables. 0x8000 must be mapped (identity) already."""
+    layout, bsp = mm.layout, mm.current_cpu()
     code = bsp.load(layout.kernel_text + APIC_AP_START, len(APIC_AP_START_CODE))
-    bsp.store(AP_BOOT_TRAMPOLINE, code)  # through the identity mapping we just made
+    bsp.store(AP_BOOT_TRAMPOLINE, code)
     bsp.store(AP_BOOT_TRAMPOLINE + CR3_VARIABLE,
               mm.kernel_page_directory().cr3().to_bytes(8, "little"))
     bsp.store(AP_BOOT_TRAMPOLINE + ENTRY_VARIABLE,
               (layout.kernel_text + INIT_AP).to_bytes(8, "little"))
+
+
+@fallible
+def boot_aps(mm: MemoryManager):
+    """Start every AP: map the trampoline page, fill it in, start each AP, unmap it."""
+    aps = [cpu for cpu in mm.machine.aps if not cpu.online]
+    if not aps:
+        return None
+    identity = TRY(create_identity_mapped_region(mm, AP_BOOT_TRAMPOLINE, PAGE_SIZE))
+    copy_trampoline(mm)
     try:
         for cpu in aps:
             start_ap(mm, cpu)
