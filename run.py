@@ -68,11 +68,13 @@ def tool_environment() -> dict[str, str]:
 
 def course(args: list[str]) -> int:
     ensure_venv()
-    command = [str(VENV / "bin" / "jupyter"), "lab", "--ServerApp.ip=127.0.0.1"]
+    # Rooted at the repository, so the lessons can link to exercises/ and solutions/.
+    command = [str(VENV / "bin" / "jupyter"), "lab", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.root_dir={ROOT}",
+               "--LabApp.default_url=/lab/tree/course/index.ipynb"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
-    command += args + ["course/index.ipynb"]
-    return subprocess.call(command, cwd=ROOT, env=tool_environment())
+    return subprocess.call(command + args, cwd=ROOT, env=tool_environment())
 
 
 def ensure_chromium() -> None:

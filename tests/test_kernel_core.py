@@ -21,8 +21,9 @@ def test_boot_layout(mm):
     assert layout.kernel_quickmap_per_cpu(1) == layout.kernel_mapping_base + 0x3FE09000
     assert not page_table_refcount_violations(mm)
     assert not physical_page_violations(mm)
-    image = mm.get_physical_page_entry(layout.kernel_load_paddr)
-    assert image.purpose is PagePurpose.PAGE_DIRECTORY or image.ref_count() >= 1
+    pml4 = mm.get_physical_page_entry(layout.kernel_load_paddr)
+    assert pml4.purpose is PagePurpose.PAGE_DIRECTORY and pml4.ref_count() == 1
+    assert pml4.paddr() == kernel.cr3()
 
 
 def test_physical_page_entry_round_trip(mm):

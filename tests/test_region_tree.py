@@ -147,13 +147,13 @@ class TreeAgainstPages(RuleBasedStateMachine):
     @rule(pages=st.integers(1, 8), alignment=st.sampled_from([1, 1, 4]))
     def anywhere(self, pages, alignment):
         taken = self._pages_taken()
+        longest = max((g.size for g in self.tree.gaps()), default=0)
         result = self.tree.place_anywhere(make_region(self.mm), pages * PAGE, alignment * PAGE)
         fits_somewhere = any(not any(taken[start:start + pages])
                              for start in range(0, self.PAGES - pages + 1, alignment))
-        if result.is_error():  # best fit may only miss when no gap is long enough
-            longest = max((g.size for g in self.tree.gaps()), default=0)
-            assert longest < (pages + alignment - 1) * PAGE or not fits_somewhere
-        else:
+        # It fails exactly when no gap could hold the request from any base (see the docstring).
+        assert result.is_error() == (longest < (pages + alignment - 1) * PAGE)
+        if not result.is_error():
             assert fits_somewhere
 
     @rule(first=st.integers(0, 63), pages=st.integers(1, 8))
