@@ -1,11 +1,13 @@
 import os
+import traceback
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refimpl.hw import (TINY, X86_64, Access, GeneralProtectionFault, GiB, Machine, MiB,
-                        PageFault, PhysicalAddressError, PhysicalMemory, PTEFlags, trace_walk)
+from refimpl.hw import (I386, I686_PAE, TINY, X86_64, Access, GeneralProtectionFault, GiB,
+                        Machine, MiB, PageFault, PhysicalAddressError, PhysicalMemory, PTEFlags,
+                        trace_walk)
 
 P, RW, US, NX, G = (PTEFlags.PRESENT, PTEFlags.READ_WRITE, PTEFlags.USER_SUPERVISOR,
                     PTEFlags.NO_EXECUTE, PTEFlags.GLOBAL)
@@ -32,9 +34,9 @@ class TinyTables:
         self.memory.write_entry(table + pt_index, TINY.encode(frame, flags))
 
 
-def build_x86_64(mappings, ram=4 * MiB):
+def build_x86_64(mappings, ram=4 * MiB, tlb_capacity=64):
     """An x86_64 machine whose tables are written by hand: vaddr -> (frame, flags)."""
-    machine = Machine(X86_64, ram_size=ram)
+    machine = Machine(X86_64, ram_size=ram, tlb_capacity=tlb_capacity)
     memory = machine.memory
     frames = iter(range(1, 64))
     root = next(frames) * 4096
@@ -165,9 +167,9 @@ def test_cached_read_only_entry_faults_then_is_dropped():
 
 
 def test_tlb_capacity_evicts_oldest():
-    machine = build_x86_64({0x400000 + i * 4096: (100 + i, P | RW) for i in range(5)})
+    machine = build_x86_64({0x400000 + i * 4096: (100 + i, P | RW) for i in range(5)},
+                           tlb_capacity=4)
     mmu = machine.bsp.mmu
-    mmu.tlb.capacity = 4
     for i in range(5):
         mmu.translate(0x400000 + i * 4096)
     assert len(mmu.tlb) == 4 and 0x400 not in mmu.tlb
@@ -212,3 +214,47 @@ def test_trace_walk_agrees_with_the_mmu(mappings, vaddr, access):
         assert trace.faulted and trace.fault_error_code == fault.error_code
     else:
         assert trace.physical_address == paddr
+
+
+@pytest.mark.parametrize("fmt", [X86_64, I686_PAE, I386], ids=lambda f: f.name)
+def test_the_generated_translate_agrees_with_trace_walk(fmt):
+    from refimpl.kernel.prekernel import PageTableBuilder
+    flag_sets = [P, P | RW, P | US, P | RW | US]
+    if fmt.has(NX):
+        flag_sets += [P | RW | US | NX, P | US | NX]
+
+    @given(st.lists(st.tuples(st.integers(0, 63), st.integers(64, 255),
+                              st.sampled_from(flag_sets)), max_size=20),
+           st.lists(st.tuples(st.integers(0, 70), st.integers(0, 4095),
+                              st.sampled_from([0, 2, 4, 6, 16, 20])), max_size=25))
+    def check(mappings, accesses):
+        machine = Machine(fmt, ram_size=1 * MiB)
+        builder = PageTableBuilder(machine.memory, range(1, 60))
+        base = 0x4000_0000
+        for page, frame, flags in mappings:
+            builder.map(base + page * 0x20_0000 // 8, frame, flags)
+        mmu = machine.bsp.mmu
+        mmu.load_cr3(builder.root)
+        for page, offset, access in accesses:  # twice each: a miss, then a hit or a re-walk
+            vaddr = base + page * 0x20_0000 // 8 + offset
+            for _ in range(2):
+                trace = trace_walk(machine.memory, builder.root, vaddr, access)
+                try:
+                    paddr = mmu.translate(vaddr, access)
+                except PageFault as fault:
+                    assert trace.faulted and trace.fault_error_code == fault.error_code
+                else:
+                    assert paddr == trace.physical_address
+
+    check()
+
+
+def test_the_generated_translate_can_be_read():
+    mmu = Machine(X86_64, ram_size=1 * MiB).bsp.mmu
+    source = mmu.translate_source
+    assert source.count("entry = entries[index]") == 4 and "0xffffffffff000" in source
+    with pytest.raises(PageFault) as fault:
+        mmu.translate(0x1000)
+    frames = traceback.extract_tb(fault.tb)
+    assert any("translate for x86_64" in frame.filename for frame in frames)
+    assert any("raise PageFault" in (frame.line or "") for frame in frames), "its lines show"

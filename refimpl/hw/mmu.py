@@ -14,12 +14,16 @@ the way an x86 CPU does:
 
 An access is described by the same bits as the x86 page-fault error code, so the code of a fault
 is simply `access | PRESENT` for a protection violation and `access` for a missing page.
+
+`translate` itself is written out for the MMU's paging format when the MMU is made
+(`refimpl.hw.walker`): `print(mmu.translate_source)` shows the exact code that runs.
 """
 
 from __future__ import annotations
 
 from refimpl.hw.memory import PhysicalMemory
 from refimpl.hw.paging import PagingFormat, PTEFlags
+from refimpl.hw.walker import build_translate
 
 
 class Access:
@@ -102,21 +106,23 @@ class TLB(dict):
     - `fast_denied`: `denied`, plus WRITE while the page's dirty bit is not yet set, so that the
       first write goes back to the page tables to set it, as the hardware does;
     - `global_bit`: non-zero for a global page, which a CR3 load does not flush.
-    Entries are evicted oldest first when `capacity` is reached.
+    The MMU evicts the oldest entry when `capacity` is reached.
     """
+
+    __slots__ = ("_capacity", "hits", "misses")  # counted on every access: slots are fastest
 
     def __init__(self, capacity: int = 64) -> None:
         super().__init__()
         if capacity < 1:
             raise ValueError("a TLB holds at least one entry")
-        self.capacity = capacity
+        self._capacity = capacity
         self.hits = 0
         self.misses = 0
 
-    def insert(self, page_number: int, entry: tuple[int, int, int, bool]) -> None:
-        if page_number not in self and len(self) >= self.capacity:
-            del self[next(iter(self))]
-        self[page_number] = entry
+    @property
+    def capacity(self) -> int:
+        """How many translations fit; fixed when the TLB is made, as in hardware."""
+        return self._capacity
 
     def invalidate(self, page_number: int) -> None:
         self.pop(page_number, None)
@@ -139,11 +145,12 @@ class MMU:
         self.tlb = TLB(tlb_capacity)
         self._cr3 = 0
         self._page_shift = fmt.page_shift
-        self._offset_mask = fmt.page_size - 1
         present, accessed = fmt.present_mask, fmt.mask(PTEFlags.ACCESSED)
         read_write, user = fmt.mask(PTEFlags.READ_WRITE), fmt.mask(PTEFlags.USER_SUPERVISOR)
-        self._present, self._accessed = present, accessed
         no_execute = fmt.mask(PTEFlags.NO_EXECUTE)
+        self._present, self._accessed = present, accessed
+        self._entry_bits = fmt.entry_size.bit_length() - 1
+        self._cr3_index = 0  # CR3 as an index into memory.entry_array
         # The accesses refused, given the AND of all levels' P, A, RW and US bits and the OR of
         # their NX bits. Values with P or A missing are absent: those walks go level by level.
         # A format without RW, US or NX restricts nothing with that bit.
@@ -153,26 +160,9 @@ class MMU:
                 | (Access.USER if user and not rights & user else 0)
                 | (Access.EXECUTE if nx else 0)
             for rights in {0, read_write, user, read_write | user} for nx in {0, no_execute}}
-        bits = fmt.virtual_address_bits
-        # A table's entries start at entry index paddr // entry_size of the entry array. An entry
-        # keeps its frame number at `frame_shift`; (entry & frame_field) << up >> down turns it
-        # into the entry index of that frame's first entry (x86: up 0, down 3).
-        entry_bits = fmt.entry_size.bit_length() - 1
-        to_index = fmt.page_shift - fmt.frame_shift - entry_bits
-        # Everything the walk needs, unpacked in one step (attribute loads dominate a walk):
-        self._walk_constants = (
-            # addresses below 2**plain_address_bits need no range or canonical check
-            bits - 1 if fmt.canonical else bits,
-            fmt.frame_mask << fmt.frame_shift, max(to_index, 0), max(-to_index, 0),
-            fmt.page_shift - fmt.frame_shift,  # frame field -> physical address
-            present | accessed | read_write | user, no_execute, denied_by_bits,
-            fmt.mask(PTEFlags.DIRTY), fmt.mask(PTEFlags.GLOBAL),
-            fmt.level_shift(0), fmt.entries_per_table(0) - 1,
-            0 if fmt.top_level_permissions else read_write | user,
-            tuple((fmt.level_shift(level), fmt.entries_per_table(level) - 1)
-                  for level in range(1, fmt.levels)))
-        self._entry_bits = entry_bits
-        self._cr3_index = 0
+        self.translate, self.translate_source = build_translate(self, denied_by_bits)
+        """translate(vaddr, access=Access.READ) -> physical address; raises PageFault or
+        GeneralProtectionFault. Generated for this format: see refimpl.hw.walker."""
 
     # CR3 and TLB maintenance --------------------------------------------------------------------
 
@@ -185,84 +175,14 @@ class MMU:
         if paddr % self.format.page_size or not 0 <= paddr < self.memory.size:
             raise ValueError(f"CR3 value {paddr:#x} must be a page-aligned address inside RAM")
         self._cr3 = paddr
-        self._cr3_index = paddr >> self._entry_bits  # see walk()
+        self._cr3_index = paddr >> self._entry_bits
         self.tlb.flush(include_global=False)
 
     def invlpg(self, vaddr: int) -> None:
         """Drop the cached translation of the page holding `vaddr`, global or not."""
         self.tlb.invalidate(vaddr >> self._page_shift)
 
-    # Translation ------------------------------------------------------------------------------
-
-    def translate(self, vaddr: int, access: int = Access.READ) -> int:
-        """The physical address for `vaddr`; raises PageFault or GeneralProtectionFault."""
-        tlb = self.tlb
-        cached = tlb.get(vaddr >> self._page_shift)
-        if cached is None:
-            tlb.misses += 1
-            return self.walk(vaddr, access)
-        if not access & cached[1]:
-            tlb.hits += 1
-            return cached[0] | (vaddr & self._offset_mask)
-        if access & cached[2]:
-            # The cached rights refuse this access. Like x86, fault without re-reading the
-            # tables and drop the entry, so a retry after the fault sees the current PTE.
-            tlb.hits += 1
-            del tlb[vaddr >> self._page_shift]
-            raise PageFault(vaddr, ErrorCode.PRESENT | access)
-        tlb.misses += 1  # the first write to a clean page walks again to set its dirty bit
-        return self.walk(vaddr, access)
-
-    def walk(self, vaddr: int, access: int = Access.READ) -> int:
-        """Walk the page tables for `vaddr`, check `access`, cache the result in the TLB and
-        return the physical address (a TLB miss).
-
-        Sets accessed bits, and the dirty bit on a write, as the hardware does; raises PageFault
-        when a level is not present or the rights refuse `access`. The loop reads one entry per
-        level and folds them together (AND for present, accessed, RW and US; OR for NX); a
-        missing or not-yet-accessed level shows in that AND at the end, and such walks are
-        redone by `_walk_level_by_level`. For a side-effect-free walk reporting every step, see
-        `refimpl.hw.inspect.trace_walk`.
-        """
-        (plain_address_bits, frame_field, up, down, to_address, checked_bits, no_execute_bit,
-         denied_by_bits, dirty_bit, global_bit, top_shift, top_mask, top_ignored,
-         lower_levels) = self._walk_constants
-        if vaddr >> plain_address_bits:  # also true for negative numbers
-            self._refuse_address(vaddr)
-        entries = self.memory.entry_array
-        try:
-            index = self._cr3_index + ((vaddr >> top_shift) & top_mask)
-            entry = entries[index]
-            rights = entry | top_ignored
-            no_execute = entry
-            for shift, index_mask in lower_levels:
-                # A not-present entry's frame field may hold anything: the AND has already
-                # lost the present bit, so whatever this reads is discarded below.
-                index = ((entry & frame_field) << up >> down) + ((vaddr >> shift) & index_mask)
-                entry = entries[index]
-                rights &= entry
-                no_execute |= entry
-        except IndexError:  # a not-present entry named a frame beyond RAM
-            rights = 0
-        denied = denied_by_bits.get((rights & checked_bits) | (no_execute & no_execute_bit))
-        if denied is None:  # a level is missing, or not yet marked accessed
-            self._walk_level_by_level(vaddr, access)
-            return self.walk(vaddr, access)
-        if access & denied:
-            raise PageFault(vaddr, ErrorCode.PRESENT | access)
-        fast_denied = denied
-        if entry & dirty_bit != dirty_bit:
-            if access & Access.WRITE:
-                entries[index] = entry | dirty_bit
-            else:
-                fast_denied |= Access.WRITE  # the first write must come back to set D
-        tlb = self.tlb
-        page_number = vaddr >> self._page_shift
-        if len(tlb) >= tlb.capacity and page_number not in tlb:
-            del tlb[next(iter(tlb))]
-        frame_base = (entry & frame_field) << to_address
-        tlb[page_number] = (frame_base, fast_denied, denied, entry & global_bit)
-        return frame_base | (vaddr & self._offset_mask)
+    # What the generated translate falls back on ------------------------------------------------
 
     def _walk_level_by_level(self, vaddr: int, access: int) -> None:
         """Raise the not-present fault at the first missing level, or set the accessed bits."""
