@@ -47,6 +47,14 @@ def passed(count: int, what: str) -> str:
     return f"passed: {count} {what}"
 
 
+def format_cases(hidden: bool):
+    """(random generator, format) for every seed and every paging format of the exercises."""
+    for seed in seeds(hidden):
+        rng = random.Random(seed)
+        for fmt in FORMATS:
+            yield rng, fmt
+
+
 def fresh_kernel(cpus: int = 1) -> MemoryManager:
     return MemoryManager(Machine(X86_64, ram_size=16 * MiB, cpu_count=cpus))
 
@@ -57,51 +65,47 @@ def fresh_kernel(cpus: int = 1) -> MemoryManager:
           "split_address")
 def check_split_address(split_address, hidden=False):
     cases = 0
-    for seed in seeds(hidden):
-        rng = random.Random(seed)
-        for fmt in FORMATS:
-            address = random_address(fmt, rng)
-            case = f"{address:#x} in {fmt.name}"
-            indices, offset = call(split_address, fmt, address, case=case)
-            for level, wanted in enumerate(fmt.indices(address)):
-                if level >= len(indices) or indices[level] != wanted:
-                    got = indices[level] if level < len(indices) else "nothing"
-                    raise CheckFailed(f"{case}: the {level_name(fmt, level)} index (level "
-                                      f"{level}) is {wanted:#x}, you gave {got}")
-            if len(indices) != fmt.levels:
-                raise CheckFailed(f"{case}: {fmt.name} has {fmt.levels} levels, you gave "
-                                  f"{len(indices)} indices")
-            if offset != fmt.page_offset(address):
-                raise CheckFailed(f"{case}: the page offset is {fmt.page_offset(address):#x}, "
-                                  f"you gave {offset:#x}")
-            cases += 1
+    for rng, fmt in format_cases(hidden):
+        address = random_address(fmt, rng)
+        case = f"{address:#x} in {fmt.name}"
+        indices, offset = call(split_address, fmt, address, case=case)
+        for level, wanted in enumerate(fmt.indices(address)):
+            if level >= len(indices) or indices[level] != wanted:
+                got = indices[level] if level < len(indices) else "nothing"
+                raise CheckFailed(f"{case}: the {level_name(fmt, level)} index (level "
+                                  f"{level}) is {wanted:#x}, you gave {got}")
+        if len(indices) != fmt.levels:
+            raise CheckFailed(f"{case}: {fmt.name} has {fmt.levels} levels, you gave "
+                              f"{len(indices)} indices")
+        if offset != fmt.page_offset(address):
+            raise CheckFailed(f"{case}: the page offset is {fmt.page_offset(address):#x}, "
+                              f"you gave {offset:#x}")
+        cases += 1
     return passed(cases, "addresses in 5 formats")
 
 
 @exercise("00-decode-entry", "Decode a page-table entry", 2, "decode_entry")
 def check_decode_entry(decode_entry, hidden=False):
     cases = 0
-    for seed in seeds(hidden):
-        rng = random.Random(seed)
-        for fmt in FORMATS:
-            entry = random_entry(fmt, rng)
-            case = f"entry {entry:#x} in {fmt.name}"
-            present, frame, flags = call(decode_entry, fmt, entry, case=case)
-            wanted_flags = fmt.decode_flags(entry)
-            if bool(present) != bool(wanted_flags & PTEFlags.PRESENT):
-                raise CheckFailed(f"{case}: present is bit {fmt.present_bit}, which is "
-                                  f"{entry >> fmt.present_bit & 1}; you said {present}")
-            if frame != fmt.decode_frame(entry):
-                raise CheckFailed(f"{case}: the frame is {fmt.decode_frame(entry):#x} (bits "
-                                  f"{fmt.frame_shift}..{fmt.frame_shift + fmt.frame_bits - 1}),"
-                                  f" you gave {frame:#x}")
-            for flag in PTEFlags:
-                if flag is not PTEFlags.PRESENT and fmt.has(flag) and \
-                        bool(flag & flags) != bool(flag & wanted_flags):
-                    state = "set" if flag & wanted_flags else "clear"
-                    raise CheckFailed(f"{case}: {flag.name} (bit {fmt.flag_bits[flag]}) is "
-                                      f"{state}, you said otherwise")
-            cases += 1
+    for rng, fmt in format_cases(hidden):
+        entry = random_entry(fmt, rng)
+        case = f"entry {entry:#x} in {fmt.name}"
+        present, frame, flags = call(decode_entry, fmt, entry, case=case)
+        wanted_flags = fmt.decode_flags(entry)
+        if bool(present) != bool(wanted_flags & PTEFlags.PRESENT):
+            raise CheckFailed(f"{case}: present is bit {fmt.present_bit}, which is "
+                              f"{entry >> fmt.present_bit & 1}; you said {present}")
+        if frame != fmt.decode_frame(entry):
+            raise CheckFailed(f"{case}: the frame is {fmt.decode_frame(entry):#x} (bits "
+                              f"{fmt.frame_shift}..{fmt.frame_shift + fmt.frame_bits - 1}),"
+                              f" you gave {frame:#x}")
+        for flag in PTEFlags:
+            if flag is not PTEFlags.PRESENT and fmt.has(flag) and \
+                    bool(flag & flags) != bool(flag & wanted_flags):
+                state = "set" if flag & wanted_flags else "clear"
+                raise CheckFailed(f"{case}: {flag.name} (bit {fmt.flag_bits[flag]}) is "
+                                  f"{state}, you said otherwise")
+        cases += 1
     return passed(cases, "entries in 5 formats")
 
 
