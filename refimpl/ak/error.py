@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar, Union
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -170,6 +170,3 @@ class ErrorOr(Generic[T]):
         if self._error is not None:
             return f"ErrorOr({self._error!r})"
         return f"ErrorOr(value={self._value!r})"
-
-
-ErrorOrValue = Union[T, Error, ErrorOr[T]]

@@ -56,11 +56,6 @@ class WalkTrace:
     def faulted(self) -> bool:
         return self.physical_address is None
 
-    @property
-    def fault_level(self) -> int | None:
-        """The level whose entry was missing, or the last level for a protection violation."""
-        return self.steps[-1].level if self.faulted and self.steps else None
-
     def summary(self) -> str:
         if self.problem:
             return self.problem

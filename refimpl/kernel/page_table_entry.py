@@ -39,9 +39,6 @@ class _PagingEntry:
     def clear(self) -> None:
         self.set_raw(0)
 
-    def is_null(self) -> bool:
-        return self.raw() == 0
-
     def _get(self, flag: PTEFlags) -> bool:
         return bool(self.raw() & self._mm.format.mask(flag))
 
