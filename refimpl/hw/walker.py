@@ -41,23 +41,23 @@ def translate_source(fmt: PagingFormat, capacity: int) -> str:
     page_number = f"vaddr >> {fmt.page_shift}"
     plain_bits = fmt.virtual_address_bits - 1 if fmt.canonical else fmt.virtual_address_bits
     lines = [
-        f"def translate(vaddr, access=0):",
+        "def translate(vaddr, access=0):",
         f'    """The physical address of `vaddr` in the {fmt.name} format (generated, see',
-        f'    refimpl.hw.walker); raises PageFault or GeneralProtectionFault."""',
+        '    refimpl.hw.walker); raises PageFault or GeneralProtectionFault."""',
         f"    cached = tlb.get({page_number})",
-        f"    if cached is not None:",
-        f"        if not access & cached[1]:",
-        f"            tlb.hits += 1",
+        "    if cached is not None:",
+        "        if not access & cached[1]:",
+        "            tlb.hits += 1",
         f"            return cached[0] | (vaddr & {fmt.page_size - 1:#x})",
         f"        del tlb[{page_number}]",
-        f"        if access & cached[2]:  # the cached rights refuse it: fault without a walk",
-        f"            tlb.hits += 1",
-        f"            raise PageFault(vaddr, PRESENT | access)",
-        f"        # else: the first write to a clean page walks again to set the dirty bit",
-        f"    tlb.misses += 1",
+        "        if access & cached[2]:  # the cached rights refuse it: fault without a walk",
+        "            tlb.hits += 1",
+        "            raise PageFault(vaddr, PRESENT | access)",
+        "        # else: the first write to a clean page walks again to set the dirty bit",
+        "    tlb.misses += 1",
         f"    if vaddr >> {plain_bits}:  # also true for negative numbers",
-        f"        mmu._refuse_address(vaddr)",
-        f"    try:",
+        "        mmu._refuse_address(vaddr)",
+        "    try:",
     ]
     for level in range(fmt.levels):
         where = (f"(vaddr >> {fmt.level_shift(level)}) & {fmt.entries_per_table(level) - 1:#x}")
