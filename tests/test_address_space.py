@@ -27,12 +27,12 @@ def space():
 
 def check(space):
     assert address_space_violations(space) == []
-    assert page_table_refcount_violations(space._mm) == []
+    assert page_table_refcount_violations(space.mm) == []
 
 
 def test_demand_zero_maps_the_zero_page_read_only_until_written(space):
     region = MUST(space.allocate_region(2 * PAGE, name="heap"))
-    mm = space._mm
+    mm = space.mm
     assert region.physical_page(0) is mm.shared_zero_page
     assert MUST(read_user_memory(space, region.vaddr(), 4)) == bytes(4)
     assert region.physical_page(0) is mm.shared_zero_page, "reading allocates nothing"
@@ -62,7 +62,7 @@ def test_fork_shares_pages_copy_on_write(space):
 
 
 def test_shared_regions_stay_shared_across_fork(space):
-    vmobject = MUST(AnonymousVMObject.try_create_with_size(space._mm, PAGE,
+    vmobject = MUST(AnonymousVMObject.try_create_with_size(space.mm, PAGE,
                                                            AllocationStrategy.ALLOCATE_NOW))
     region = MUST(space.allocate_region_with_vmobject(PAGE, vmobject, 0, shared=True))
     vmobject.unref()
@@ -79,7 +79,7 @@ def test_munmap_punches_a_hole_and_leaves_no_pte(space):
     assert [r.range for r in space.region_tree.regions()] == [
         VirtualRange(base, PAGE), VirtualRange(base + 3 * PAGE, 2 * PAGE)]
     assert MUST(read_user_memory(space, base + 3 * PAGE, 4)) == b"kept"
-    assert space._mm.pte(space.page_directory, base + PAGE).raw() == 0
+    assert space.mm.pte(space.page_directory, base + PAGE).raw() == 0
     error = read_user_memory(space, base + PAGE, 1).error()
     assert error.code() == 14 and "no region" in repr(error)
     check(space)
@@ -119,7 +119,7 @@ def test_non_mmap_regions_refuse_munmap_and_mprotect(space):
 
 def test_bad_input_changes_nothing(space):
     MUST(space.allocate_region(2 * PAGE, mmap=True))
-    mm = space._mm
+    mm = space.mm
     before = KernelSnapshot.take(mm, (space,))
     base = space.region_tree.total_range.base
     kernel = mm.layout.kernel_mapping_base
@@ -143,7 +143,7 @@ def test_bad_input_changes_nothing(space):
 
 
 def test_faults_outside_regions_and_kernel_addresses(space):
-    mm = space._mm
+    mm = space.mm
     fault = PageFault(mm.layout.kernel_load_base, Access.USER)
     assert space.handle_page_fault(fault).error().code() == 14
     region = MUST(space.allocate_region(PAGE, prot=PROT_READ))
@@ -240,8 +240,8 @@ def _allocating_threads(place):
 
 
 def _unplaced_region(space, name):
-    vmobject = MUST(AnonymousVMObject.try_create_with_size(space._mm, PAGE))
-    region = MUST(Region.try_create_unplaced(space._mm, vmobject, 0, name, Region.Access.READ))
+    vmobject = MUST(AnonymousVMObject.try_create_with_size(space.mm, PAGE))
+    region = MUST(Region.try_create_unplaced(space.mm, vmobject, 0, name, Region.Access.READ))
     vmobject.unref()
     return region
 

@@ -62,6 +62,11 @@ class AddressSpace:
             return directory
         return AddressSpace(mm, directory.value(), RegionTree(total_range, seed), address)
 
+    @property
+    def mm(self) -> MemoryManager:
+        """The MemoryManager this address space lives in (C++ code uses the global `MM`)."""
+        return self._mm
+
     def destroy(self) -> None:
         """Unmap and free every region, then the directory: every page goes back."""
         self.remove_all_regions()

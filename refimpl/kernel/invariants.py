@@ -108,7 +108,7 @@ def address_space_violations(space: AddressSpace) -> list[str]:
     writable only if the region is, the page is neither the shared zero page nor CoW, and (for a
     private region) no other VMObject holds the page. Every page of a mapped region has its
     PTE."""
-    mm = space._mm
+    mm = space.mm
     problems = region_tree_violations(space.region_tree)
     ceiling = mm.layout.user_range_ceiling
     ptes = {vaddr: entry for vaddr, entry in

@@ -23,7 +23,7 @@ MAX_FAULTS_PER_ACCESS = 4
 @contextmanager
 def running(space: AddressSpace) -> Iterator[None]:
     """Load `space`'s page directory into the current CPU's CR3 for the body, then restore."""
-    mmu = space._mm.current_cpu().mmu
+    mmu = space.mm.current_cpu().mmu
     saved = mmu.cr3
     if saved != space.page_directory.cr3():
         mmu.load_cr3(space.page_directory.cr3())
@@ -49,13 +49,13 @@ def _with_fault_handling(space: AddressSpace, access: Callable[[], object]):
 @fallible
 def read_user_memory(space: AddressSpace, vaddr: int, length: int):
     """ErrorOr[bytes] read by user code at `vaddr`."""
-    cpu = space._mm.current_cpu()
+    cpu = space.mm.current_cpu()
     return _with_fault_handling(space, lambda: cpu.load(vaddr, length, Access.USER))
 
 
 @fallible
 def write_user_memory(space: AddressSpace, vaddr: int, data: bytes):
     """ErrorOr[None]: user code writes `data` at `vaddr`."""
-    cpu = space._mm.current_cpu()
+    cpu = space.mm.current_cpu()
     TRY(_with_fault_handling(space, lambda: cpu.store(vaddr, data, Access.USER)))
     return None
