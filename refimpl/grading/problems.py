@@ -114,7 +114,7 @@ def practice(grade_id: str, seed: int) -> Practice:
         problem = random_tiny_machine(seed)
         return Practice(str(problem), problem.answer())
     if grade_id == "01-first-fit":
-        from refimpl.grading.checks import first_fit_with_guard_pages
+        from refimpl.grading.checks.lesson01 import first_fit_with_guard_pages
         ranges, size, alignment = random_free_ranges(seed)
         return Practice(f"Free ranges {', '.join(map(str, ranges))}: where does "
                         f"VirtualRangeAllocator put {size:#x} bytes aligned to {alignment:#x}?",

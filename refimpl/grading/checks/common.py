@@ -1,0 +1,61 @@
+"""What every lesson's checks share: seeds, running learner code, fresh kernels, ErrorOr
+expectations."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from refimpl.ak import Errno, ErrorOr
+from refimpl.grading.exercises import CheckFailed
+from refimpl.grading.problems import FORMATS
+from refimpl.hw import X86_64, Machine, MiB
+from refimpl.kernel import MemoryManager
+
+VISIBLE_CASES, HIDDEN_CASES, HIDDEN_SEED = 12, 40, 1000
+
+
+def seeds(hidden: bool, visible: int = VISIBLE_CASES, hidden_count: int = HIDDEN_CASES):
+    return range(HIDDEN_SEED, HIDDEN_SEED + hidden_count) if hidden else range(visible)
+
+
+def call(function: Callable, *args, case: str):
+    """Run learner code; its exceptions become feedback naming the case."""
+    try:
+        return function(*args)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as error:  # noqa: BLE001 - any learner exception is feedback
+        raise CheckFailed(f"{case}: your code raised {type(error).__name__}: {error}") from None
+
+
+def passed(count: int, what: str) -> str:
+    return f"passed: {count} {what}"
+
+
+def format_cases(hidden: bool):
+    """(random generator, format) for every seed and every paging format of the exercises."""
+    for seed in seeds(hidden):
+        rng = random.Random(seed)
+        for fmt in FORMATS:
+            yield rng, fmt
+
+
+def fresh_kernel(cpus: int = 1) -> MemoryManager:
+    return MemoryManager(Machine(X86_64, ram_size=16 * MiB, cpu_count=cpus))
+
+def expect_value(result, case: str):
+    if not isinstance(result, ErrorOr):
+        raise CheckFailed(f"{case}: return an ErrorOr (mark the function @fallible), not "
+                          f"{result!r}")
+    if result.is_error():
+        raise CheckFailed(f"{case}: expected success, got {result.error()!r}")
+    return result.value()
+
+
+def expect_error(result, errno: Errno, case: str) -> None:
+    if not isinstance(result, ErrorOr) or not result.is_error():
+        raise CheckFailed(f"{case}: expected the error {errno.name} to be returned, got "
+                          f"{result!r}")
+    if result.error().code() != errno:
+        raise CheckFailed(f"{case}: expected {errno.name}, got {result.error()!r}")
