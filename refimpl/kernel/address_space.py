@@ -75,7 +75,7 @@ class AddressSpace:
 
     def remove_all_regions(self) -> None:
         for region in self.region_tree.regions():
-            self.region_tree.remove(region)
+            self.take_region(region)
             region.destroy()
 
     # Allocating regions ------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class AddressSpace:
             return placed
         mapped = region.map(self.page_directory)
         if mapped.is_error():
-            self.region_tree.remove(region)
+            self.take_region(region)
             region.destroy()
             return mapped
         return region
@@ -139,10 +139,15 @@ class AddressSpace:
     @fallible
     def deallocate_region(self, region: Region):
         """Unmap `region` and free it."""
-        if not self.region_tree.remove(region):
+        if not self.take_region(region):
             return Error.from_errno(Errno.ENOENT, f"{region!r} is not in this address space")
         region.destroy()
         return None
+
+    def take_region(self, region: Region) -> bool:
+        """Take `region` out of the tree, leaving it to the caller; False if it was not in it.
+        Every removal goes through here, as in SerenityOS."""
+        return self.region_tree.remove(region)
 
     # Finding regions -----------------------------------------------------------------------------
 
@@ -190,7 +195,7 @@ class AddressSpace:
         source's (same pages), so only the pages no piece covers are released, and pieces
         whose access differs are remapped over existing page tables."""
         directory = source.page_directory
-        self.region_tree.remove(source)
+        self.take_region(source)
         for region, piece in pieces:
             self.region_tree.insert(region, piece)
             region.page_directory = directory
@@ -219,8 +224,14 @@ class AddressSpace:
 
     @fallible
     def unmap_mmap_range(self, address: int, size: int):
-        """munmap: remove every mmap'ed page in the range, splitting regions that straddle it."""
+        """munmap: remove every mmap'ed page in the range, splitting regions that straddle it.
+        A range that is exactly one region takes a shorter path, as in SerenityOS."""
         wanted = TRY(self._user_range(address, size))
+        whole_region = self.find_region_from_range(wanted)
+        if whole_region is not None:
+            if not whole_region.mmap:
+                return Error.from_errno(Errno.EPERM, f"{whole_region!r} was not created by mmap")
+            return self.deallocate_region(whole_region)
         regions = self.find_regions_intersecting(wanted)
         for region in regions:
             if not region.mmap:
@@ -228,7 +239,7 @@ class AddressSpace:
         plans = TRY(self._plan_splits(regions, wanted, new_access=None))
         for region, pieces in plans:
             if pieces is None:
-                self.region_tree.remove(region)
+                self.take_region(region)
                 region.destroy()
             else:
                 self._replace_region(region, pieces)
@@ -236,11 +247,21 @@ class AddressSpace:
 
     @fallible
     def mprotect(self, address: int, size: int, prot: int):
-        """Give the pages of the range the access `prot`, splitting regions at its edges."""
+        """Give the pages of the range the access `prot`, splitting regions at its edges.
+        A range that is exactly one region takes a shorter path, as in SerenityOS."""
         wanted = TRY(self._user_range(address, size))
         if prot & PROT_WRITE and prot & PROT_EXEC:
             return Error.from_errno(Errno.EINVAL, "memory may not be writable and executable "
                                                   "at once (W^X)")
+        access = Access(prot & 7)
+        whole_region = self.find_region_from_range(wanted)
+        if whole_region is not None:
+            if not whole_region.mmap:
+                return Error.from_errno(Errno.EPERM, f"{whole_region!r} was not created by mmap")
+            if whole_region.access != access:
+                whole_region.access = access
+                whole_region.remap()
+            return None
         regions = self.find_regions_intersecting(wanted)
         if not regions:
             return Error.from_errno(Errno.EINVAL, f"no region in {wanted}")
@@ -250,7 +271,6 @@ class AddressSpace:
         for region in regions:
             if not region.mmap:
                 return Error.from_errno(Errno.EPERM, f"{region!r} was not created by mmap")
-        access = Access(prot & 7)
         changing = [region for region in regions if region.access != access]
         plans = TRY(self._plan_splits(changing, wanted, new_access=access))
         for region, pieces in plans:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, KernelPanic, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, KernelPanic, Weakable, fallible
 from refimpl.hw import PageFault, PTEFlags
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
 from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
@@ -40,7 +40,10 @@ class Access(enum.IntFlag):
                        (("r", Access.READ), ("w", Access.WRITE), ("x", Access.EXECUTE)))
 
 
-class Region:
+class Region(Weakable):
+    """Weakable, as in SerenityOS since 30a8991dbf2: destroying a region nulls every WeakPtr to
+    it (lesson 05)."""
+
     OBJECT_SIZE = 160
     """Bytes of kernel heap a Region object takes."""
 
@@ -80,7 +83,12 @@ class Region:
             self.unmap()
         self.vmobject.remove_region(self)
         self.vmobject.unref()
+        self.revoke_weak_ptrs()
         self._mm.kfree(self._object_address)
+
+    def object_address(self) -> VirtualAddress:
+        """Where this object lives on the kernel heap: the value a C++ `Region*` holds."""
+        return self._object_address
 
     # Geometry ------------------------------------------------------------------------------------
 

@@ -38,6 +38,10 @@ class VMObject:
     def heap_size(cls, page_count: int) -> int:
         return cls.OBJECT_SIZE + 8 * page_count
 
+    def object_address(self) -> VirtualAddress:
+        """Where this object lives on the kernel heap."""
+        return self._object_address
+
     def size(self) -> int:
         return len(self.physical_pages) * PAGE_SIZE
 
