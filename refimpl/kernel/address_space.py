@@ -44,10 +44,10 @@ class AddressSpace:
         self.region_tree = region_tree
         self._object_address = object_address
 
-    @staticmethod
+    @classmethod
     @fallible
-    def try_create(mm: MemoryManager, parent: AddressSpace | None = None, seed: int = 0):
-        """ErrorOr[AddressSpace]. The user range starts at a random MiB offset (one of 32, as in
+    def try_create(cls, mm: MemoryManager, parent: AddressSpace | None = None, seed: int = 0):
+        """ErrorOr[AddressSpace] (of this class). The user range starts at a random MiB offset (one of 32, as in
         SerenityOS; `seed` makes it reproducible), or where the parent's does (fork)."""
         layout = mm.layout
         if parent is not None:
@@ -60,7 +60,7 @@ class AddressSpace:
         if directory.is_error():
             mm.kfree(address)
             return directory
-        return AddressSpace(mm, directory.value(), RegionTree(total_range, seed), address)
+        return cls(mm, directory.value(), RegionTree(total_range, seed), address)
 
     @property
     def mm(self) -> MemoryManager:
