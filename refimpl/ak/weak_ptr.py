@@ -50,7 +50,8 @@ class WeakPtr(Generic[T]):
 
 
 class Weakable:
-    """Mixin for objects WeakPtrs may point to. The link is made on the first request."""
+    """Mixin for objects WeakPtrs may point to. The link is made on the first request; once it
+    is revoked, every WeakPtr the object hands out is null."""
 
     _weak_link: WeakLink | None = None
 
@@ -60,6 +61,8 @@ class Weakable:
         return WeakPtr(self._weak_link)
 
     def revoke_weak_ptrs(self) -> None:
-        """Null every WeakPtr to this object (call it when the object is destroyed)."""
-        if self._weak_link is not None:
-            self._weak_link.revoke()
+        """Null every WeakPtr to this object, made before or after (call it when the object is
+        destroyed)."""
+        if self._weak_link is None:
+            self._weak_link = WeakLink(self)
+        self._weak_link.revoke()

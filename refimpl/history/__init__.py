@@ -10,4 +10,7 @@ imports from here.
   that reentered itself through kmalloc.
 - `identity_mapping` (lesson 04, cdab5b20916): the generic identity-mapping API and the
   identity range allocator in every PageDirectory.
+- `region_lookup_cache` (lesson 05, 4fa3c1bf2dd): the one-entry region lookup cache, as a raw
+  pointer that exec left dangling (2020), then a WeakPtr; `region_lookup_cost` measures what it
+  saved over a list and over a tree.
 """

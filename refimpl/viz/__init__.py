@@ -9,6 +9,7 @@ from refimpl.viz.call_chain import (CallChainModel, CallChainStepper, ChainEvent
                                     quickmap_pd_probe, record_call_chain, render_call_chain)
 from refimpl.viz.diff_view import (DiffModel, DiffPair, RefactoringDiff, render_diff,
                                    source_pair, text_pair)
+from refimpl.viz.lookup_cost import LookupCostExplorer, LookupCostModel, render_lookup_cost
 from refimpl.viz.memory_map import (PhysicalMemoryMap, PhysicalMemoryMapModel, parse_frame,
                                     render_memory_map)
 from refimpl.viz.page_walk import PageWalkExplorer, PageWalkModel, parse_address, render_walk
@@ -16,8 +17,9 @@ from refimpl.viz.ram_view import MachineOnOneScreen, RamModel, render_ram
 
 __all__ = [
     "CallChainModel", "CallChainStepper", "ChainEvent", "DiffModel", "DiffPair",
-    "MachineOnOneScreen", "PageWalkExplorer", "PageWalkModel", "PhysicalMemoryMap",
-    "PhysicalMemoryMapModel", "RamModel", "RefactoringDiff", "parse_address", "parse_frame",
-    "quickmap_pd_probe", "record_call_chain", "render_call_chain", "render_diff",
-    "render_memory_map", "render_ram", "render_walk", "source_pair", "text_pair",
+    "LookupCostExplorer", "LookupCostModel", "MachineOnOneScreen", "PageWalkExplorer",
+    "PageWalkModel", "PhysicalMemoryMap", "PhysicalMemoryMapModel", "RamModel", "RefactoringDiff",
+    "parse_address", "parse_frame", "quickmap_pd_probe", "record_call_chain", "render_call_chain",
+    "render_diff", "render_lookup_cost", "render_memory_map", "render_ram", "render_walk",
+    "source_pair", "text_pair",
 ]
