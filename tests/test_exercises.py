@@ -49,7 +49,7 @@ def test_every_exercise_has_a_solution_cell_and_a_check_cell():
     cells = solution_cells()
     assert set(cells) == set(EXERCISES)
     lessons = {grade_id[:2] for grade_id in EXERCISES}
-    assert lessons == {"00", "01", "02", "03", "04"}
+    assert lessons == {path.name[:2] for path in SOLUTIONS.glob("*.ipynb")}
     for lesson in lessons:
         assert sum(1 for g in EXERCISES if g.startswith(lesson)) >= 3
 
@@ -86,6 +86,13 @@ MISTAKES = {
                              "mm.flush_tlb_local(region.vaddr()); region.destroy()"),
                             "through a stale TLB entry"),
     "04-boot-aps": (("    region.destroy()\n", ""), "still translates"),
+    "05-find-stale": (("if step.cache_region and step.live.get(step.cache_region) != "
+                       "step.cache_range:", "if index and step.call == 'exec':"),
+                      "goes stale at step 12 (exec); you said 6"),
+    "05-take-region": (("        space.region_lookup_cache.region = 0\n", "        pass\n"),
+                       "a region you took out of the tree"),
+    "05-hit-rate": (("            regions.add(wanted)\n            continue\n",
+                     "            regions.add(wanted)\n"), "expected (hits, lookups)"),
 }
 
 
