@@ -151,3 +151,12 @@ def test_the_cost_explorer_redraws_when_the_slider_moves():
     before = explorer.output.value
     explorer.slider.value = 1
     assert explorer.output.value != before and explorer.model.index == 1
+
+
+def test_the_cost_bars_share_one_scale_across_sizes():
+    rows = measure_lookup_costs(sizes=(8, 256), steps=200)
+    model = LookupCostModel(rows)
+    assert model.widest() == rows[1]["list"]
+    small = render_lookup_cost(model)
+    model.select(1)
+    assert 'width:400px' in render_lookup_cost(model) and 'width:400px' not in small

@@ -94,6 +94,7 @@ class AddressSpaceWithRawCache(AddressSpace):
         self.region_lookup_cache = RegionLookupCache()
 
     def find_region_from_range(self, wanted: VirtualRange) -> Region | None:
+        """The region that is exactly `wanted`, its size rounded up to pages."""
         cache = self.region_lookup_cache
         if cache.range == wanted and cache.region:
             return object_at(self, cache.region)  # *cache.region, whatever lives there now

@@ -1,8 +1,8 @@
 """The region lookup cache's cost and benefit at one size, chosen with a slider (lesson 05).
 
 `LookupCostModel` holds the rows of `refimpl.history.region_lookup_cost.measure_lookup_costs`
-and the one selected; `render_lookup_cost` draws it as a table with a bar per variant (inline
-styles only); `LookupCostExplorer` is the slider and the HTML.
+and the one selected; `render_lookup_cost` draws it as a table with a bar per variant, all rows
+on one scale (inline styles only); `LookupCostExplorer` is the slider and the HTML.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ class LookupCostModel:
     def row(self) -> dict:
         return self.rows[self.index]
 
+    def widest(self) -> float:
+        """The largest cost over all rows: bars share one scale as the slider moves."""
+        return max(row[variant_name(*variant)] for row in self.rows for variant in VARIANTS)
+
     def bars(self) -> list[tuple[str, float]]:
         """(variant, comparisons per lookup), in the order of VARIANTS."""
         row = self.row()
@@ -47,10 +51,9 @@ class LookupCostModel:
 
 
 def render_lookup_cost(model: LookupCostModel) -> str:
-    bars = model.bars()
-    widest = max(value for _, value in bars) or 1
+    widest = model.widest() or 1
     rows = []
-    for name, value in bars:
+    for name, value in model.bars():
         colour = _COLOURS[name.split()[0]]
         width = max(1, round(400 * value / widest))
         rows.append(f'<tr><td style="padding:2px 8px">{html.escape(name)}</td>'
