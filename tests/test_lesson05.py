@@ -3,6 +3,8 @@ the WeakPtr turns it into a miss, and the measurement shows the cache's saving c
 tree."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refimpl.ak import KernelPanic, WeakPtr
 from refimpl.history.region_lookup_cache import (AddressSpaceClearingCacheOnExec,
@@ -160,3 +162,37 @@ def test_the_cost_bars_share_one_scale_across_sizes():
     small = render_lookup_cost(model)
     model.select(1)
     assert 'width:400px' in render_lookup_cost(model) and 'width:400px' not in small
+
+
+@settings(max_examples=25)
+@given(st.lists(st.tuples(st.sampled_from(["mmap", "mprotect", "munmap", "split", "exec",
+                                           "lookup"]), st.integers(0, 7), st.integers(1, 3)),
+                max_size=25))
+def test_with_a_weak_ptr_the_cache_never_changes_an_answer(operations):
+    """Whatever happens, every lookup through the cache gives what the cacheless lookup gives,
+    for every range ever asked about."""
+    from refimpl.ak import MUST
+    from refimpl.hw import X86_64, Machine, MiB
+    from refimpl.kernel import MemoryManager
+    space = MUST(AddressSpaceWithWeakCache.try_create(
+        MemoryManager(Machine(X86_64, ram_size=16 * MiB, cpu_count=1))))
+    asked = []
+    for kind, index, pages in operations:
+        mapped = [region for region in space.region_tree.regions() if region.mmap]
+        if kind == "exec":
+            space.exec([("text", pages * PAGE_SIZE, PROT_READ)])
+            continue
+        if kind == "mmap" or not mapped:
+            MUST(space.allocate_region(pages * PAGE_SIZE, prot=PROT_READ | PROT_WRITE, mmap=True))
+            continue
+        region = mapped[index % len(mapped)]
+        asked.append(region.range)
+        if kind == "mprotect":
+            MUST(space.mprotect(region.vaddr(), region.size(), PROT_READ))
+        elif kind == "munmap":
+            MUST(space.unmap_mmap_range(region.vaddr(), region.size()))
+        elif kind == "split":
+            MUST(space.unmap_mmap_range(region.vaddr(), PAGE_SIZE))
+        for wanted in asked:
+            assert space.find_region_from_range(wanted) is \
+                AddressSpace.find_region_from_range(space, wanted)
