@@ -47,8 +47,9 @@ class AddressSpace:
     @classmethod
     @fallible
     def try_create(cls, mm: MemoryManager, parent: AddressSpace | None = None, seed: int = 0):
-        """ErrorOr[AddressSpace] (of this class). The user range starts at a random MiB offset (one of 32, as in
-        SerenityOS; `seed` makes it reproducible), or where the parent's does (fork)."""
+        """ErrorOr[AddressSpace] (of the class it is called on). The user range starts at a
+        random MiB offset (one of 32, as in SerenityOS; `seed` makes it reproducible), or where
+        the parent's does (fork)."""
         layout = mm.layout
         if parent is not None:
             total_range = parent.region_tree.total_range
