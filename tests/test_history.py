@@ -55,9 +55,24 @@ def test_before_source_is_the_modern_source_with_old_names():
 
 def test_kresult_stores_the_errno_negated():
     assert KResult(Errno.ENOMEM).error() == -12
-    assert KResult(Errno.ENOMEM).error() != Errno.ENOMEM
+    assert KResult(Errno.ENOMEM).error() != Errno.ENOMEM  # the raw integer is negative
     assert KSuccess.is_success() and repr(KResult(12)) == "KResult(-12: ENOMEM)"
     assert KResultOr.from_error(KResult(22)).error() == KResult(22)
+
+
+def test_kresult_compares_equal_to_the_positive_errno_it_holds():
+    # 79fa9765ca8^:Kernel/API/KResult.h: operator==(ErrnoCode) is is_error() && m_error == -error
+    assert KResult(Errno.ENOMEM) == Errno.ENOMEM and not KResult(Errno.ENOMEM) != Errno.ENOMEM
+    assert KResult(Errno.ENOMEM) != Errno.EINVAL and KResult(Errno.ENOMEM) != -Errno.ENOMEM
+    assert KSuccess != 0 and not KSuccess == 0  # success equals no errno, not even 0
+    failed = before_syscalls.sys_mmap(None, 0, 0, 3, PRIVATE_ANONYMOUS)
+    assert failed.error() == Errno.EINVAL  # as LocalSocket::bind tested `result.error() == EEXIST`
+
+
+def test_both_kresult_types_work_with_try():
+    assert KResult(Errno.EPERM).release_error() == Errno.EPERM  # e1af24eac86
+    assert KResult(Errno.EPERM).release_value() is None
+    assert KResultOr.from_error(KResult(Errno.EPERM)).release_error() == Errno.EPERM  # fd44336ef8d
 
 
 @pytest.mark.parametrize("module", [before_syscalls, after_syscalls])
@@ -71,7 +86,7 @@ def test_both_syscall_layers_return_minus_errno_to_user_space(module):
     assert module.syscall_return_value(module.sys_munmap(space, ok.value(), PAGE)) == 0
 
 
-def test_negating_a_kresult_at_the_boundary_reports_success():
+def test_negating_a_kresults_raw_integer_is_the_hazard_the_lesson_shows():
     space = MUST(AddressSpace.try_create(MemoryManager(Machine(X86_64, ram_size=16 * MiB))))
     failed = before_syscalls.sys_mmap(space, 0, 0, 3, PRIVATE_ANONYMOUS)
     assert -failed.error().error() == 22  # the habit from positive errnos: a "valid" result

@@ -14,7 +14,8 @@ from refimpl.viz import address_split_figure, page_walk_figure, ranges_figure, t
 def check(figure: Figure) -> list[str]:
     """The texts of the figure's one axes, after checking title, x label and legend."""
     axes, = figure.axes
-    assert axes.get_title() and axes.get_xlabel() and axes.get_legend() is not None
+    assert axes.get_title() and axes.get_xlabel()
+    assert axes.get_legend() is not None or figure.legends
     figure.canvas.draw()  # it renders
     return [text.get_text() for text in axes.texts]
 
@@ -22,7 +23,7 @@ def check(figure: Figure) -> list[str]:
 def test_the_address_split_names_every_field_with_its_value():
     texts = check(address_split_figure(X86_64, 0x2000200000))
     assert texts == ["PML4\n0x0", "PDPT\n0x80", "PD\n0x1", "PT\n0x0", "offset\n0x0"]
-    labels = address_split_figure(TINY, 0xA5C).axes[0].get_legend_handles_labels()[1]
+    labels = [text.get_text() for text in address_split_figure(TINY, 0xA5C).legends[0].texts]
     assert labels == ["PD: bits 11..8", "PT: bits 7..4", "offset: bits 3..0"]
 
 
@@ -41,8 +42,25 @@ def test_ranges_and_timeline():
     figure = ranges_figure((0x1000, 0x10000), [(0x4000, 0x2000)], {"a": (0x2000, 0x1000)},
                            "free and allocated")
     check(figure)
-    assert figure.axes[0].get_legend_handles_labels()[1] == [
+    assert [text.get_text() for text in figure.legends[0].texts] == [
         "neither (guard pages)", "free", "allocated: a"]
     texts = check(timeline_figure([(date(2021, 11, 6), "c4edb9f6c2c", "AK::Error", "AK"),
                                    (date(2021, 11, 8), "79fa9765ca8", "kernel", "kernel")], "t"))
     assert texts == ["2021-11-06  c4edb9f6c2c  AK::Error", "2021-11-08  79fa9765ca8  kernel"]
+
+
+def test_check_yourself_reveals_in_the_question_radix():
+    from refimpl.viz import reveal, verdict
+    assert verdict(None, 0xC7).startswith("no prediction yet") and "0xc7" in verdict(None, 0xC7)
+    assert verdict(0xC7, 0xC7) == "right: 0xc7"
+    assert verdict(199, 0xC7) == "right: 0xc7"  # the same number typed in decimal
+    assert verdict(0xC8, 0xC7) == "not quite: you predicted 0xc8, the answer is 0xc7"
+    assert verdict((0xA, 5), (0xA, 5)) == "right: (0xa, 0x5)"
+    assert verdict(0b111, 0b111, "bin") == "right: 0b111"
+    assert verdict("ENOMEM", "ENOMEM") == "right: 'ENOMEM'"
+    assert "because &lt;it&gt;" in reveal(None, -17, "because <it>", "dec").data
+
+
+def test_a_figure_shows_itself_as_a_png():
+    png = address_split_figure(TINY, 0x347)._repr_png_()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000

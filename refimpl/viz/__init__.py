@@ -8,6 +8,7 @@ Figures (matplotlib) are in `figures`. Imported by notebooks only, never by `ref
 
 from refimpl.viz.call_chain import (CallChainModel, CallChainStepper, ChainEvent,
                                     quickmap_pd_probe, record_call_chain, render_call_chain)
+from refimpl.viz.check_yourself import reveal, verdict
 from refimpl.viz.diff_view import (DiffModel, DiffPair, Fold, RefactoringDiff, render_diff,
                                    source_pair, text_pair)
 from refimpl.viz.figures import (address_split_figure, page_walk_figure, ranges_figure,
@@ -24,5 +25,5 @@ __all__ = [
     "PhysicalMemoryMapModel", "RamModel", "RefactoringDiff", "parse_address", "parse_frame",
     "quickmap_pd_probe", "record_call_chain", "render_call_chain", "render_diff",
     "render_memory_map", "render_ram", "render_walk", "source_pair", "text_pair",
-    "address_split_figure", "page_walk_figure", "ranges_figure", "snapshot", "timeline_figure",
+    "address_split_figure", "reveal", "verdict", "page_walk_figure", "ranges_figure", "snapshot", "timeline_figure",
 ]

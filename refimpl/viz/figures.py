@@ -1,13 +1,14 @@
 """Figures for the lessons (matplotlib): what a picture says better than a table.
 
-Each function returns a `matplotlib.figure.Figure` built without pyplot (no global state), which
-a notebook shows by leaving it as a cell's last value. Axes are labelled, each figure has a
+Each function returns a `LessonFigure`, a matplotlib `Figure` built without pyplot (no global
+state) that draws itself as a PNG when it is a cell's last value. Axes are labelled, each figure has a
 title, and a legend wherever there is more than one kind of thing drawn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import io
 from datetime import date
 
 from matplotlib.figure import Figure
@@ -20,14 +21,23 @@ FIELD_COLOURS = ("#d55e00", "#e69f00", "#009e73", "#0072b2", "#cc79a7", "#56b4e9
 OFFSET_COLOUR = "#bbbbbb"
 
 
+class LessonFigure(Figure):
+    """A Figure that IPython shows as a PNG, whatever matplotlib backend is (not) active."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
 def _hex_axis(axis) -> None:
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{int(value):#x}"))
 
 
-def address_split_figure(fmt: PagingFormat, vaddr: int) -> Figure:
+def address_split_figure(fmt: PagingFormat, vaddr: int) -> LessonFigure:
     """The bits of `vaddr` cut into the format's table indices and the page offset, each field
     labelled with its value in hex."""
-    figure = Figure(figsize=(9, 2.0), layout="constrained")
+    figure = LessonFigure(figsize=(9, 2.4), layout="constrained")
     axes = figure.add_subplot()
     fields = [(level_name(fmt, level), fmt.level_shift(level), fmt.level_bits[level],
                fmt.index(vaddr, level), FIELD_COLOURS[level % len(FIELD_COLOURS)])
@@ -40,18 +50,18 @@ def address_split_figure(fmt: PagingFormat, vaddr: int) -> Figure:
                   fontsize=9, color="white" if colour in FIELD_COLOURS[:4:3] else "black")
     top = fmt.virtual_address_bits
     axes.set_xlim(top, 0)  # bit 0 on the right, as an address is written
+    axes.set_xticks([top] + [low for _, low, *_ in fields])
     axes.set_yticks([])
-    axes.set_xlabel("bit of the virtual address")
+    axes.set_xlabel("bit of the virtual address (field boundaries)")
     axes.set_title(f"{fmt.name}: virtual address {vaddr:#x} = table indices + page offset")
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=len(fields),
-                fontsize=8, frameon=False)
+    figure.legend(loc="outside lower center", ncol=len(fields), fontsize=8, frameon=False)
     return figure
 
 
-def page_walk_figure(trace: WalkTrace) -> Figure:
+def page_walk_figure(trace: WalkTrace) -> LessonFigure:
     """Where in physical memory each step of a walk reads: CR3's table, one entry per level,
     then the byte itself (or the level where the walk stopped)."""
-    figure = Figure(figsize=(9, 3.2), layout="constrained")
+    figure = LessonFigure(figsize=(9, 3.2), layout="constrained")
     axes = figure.add_subplot()
     steps = [(f"{step.name}[{step.index:#x}]", step.entry_address) for step in trace.steps]
     axes.plot(range(len(steps)), [address for _, address in steps], "o-", color="#0072b2",
@@ -79,10 +89,10 @@ def page_walk_figure(trace: WalkTrace) -> Figure:
 
 
 def ranges_figure(total: tuple[int, int], free: Sequence[tuple[int, int]],
-                  allocated: Mapping[str, tuple[int, int]], title: str) -> Figure:
+                  allocated: Mapping[str, tuple[int, int]], title: str) -> LessonFigure:
     """An address space as one bar: free ranges, allocated ones (named), and what is neither
     (the guard pages between them). Ranges are (base, size)."""
-    figure = Figure(figsize=(9, 2.2), layout="constrained")
+    figure = LessonFigure(figsize=(9, 2.2), layout="constrained")
     axes = figure.add_subplot()
     base, size = total
     axes.broken_barh([(base, size)], (0, 1), color="#dddddd", label="neither (guard pages)")
@@ -95,14 +105,13 @@ def ranges_figure(total: tuple[int, int], free: Sequence[tuple[int, int]],
     _hex_axis(axes.xaxis)
     axes.set_xlabel("virtual address")
     axes.set_title(title)
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, fontsize=8,
-                frameon=False)
+    figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return figure
 
 
-def timeline_figure(events: Sequence[tuple[date, str, str, str]], title: str) -> Figure:
+def timeline_figure(events: Sequence[tuple[date, str, str, str]], title: str) -> LessonFigure:
     """Commits on a time axis: (date, short hash, what it did, kind); one colour per kind."""
-    figure = Figure(figsize=(9, 0.5 + 0.45 * len(events)), layout="constrained")
+    figure = LessonFigure(figsize=(9, 1.2 + 0.4 * len(events)), layout="constrained")
     axes = figure.add_subplot()
     kinds = list(dict.fromkeys(kind for *_, kind in events))
     for row, (day, commit, what, kind) in enumerate(events):
@@ -112,10 +121,10 @@ def timeline_figure(events: Sequence[tuple[date, str, str, str]], title: str) ->
         axes.annotate(f"{day:%Y-%m-%d}  {commit}  {what}", (day, row), textcoords="offset points",
                       xytext=(8, -3), fontsize=9)
     first, last = min(e[0] for e in events), max(e[0] for e in events)
-    axes.set_xlim(first - (last - first) * 0.03, last + (last - first) * 1.2)
+    axes.set_xlim(first - (last - first) * 0.03, last + (last - first) * 1.4)
     axes.set_ylim(len(events) - 0.5, -0.5)
     axes.set_yticks([])
     axes.set_xlabel("date")
     axes.set_title(title)
-    axes.legend(loc="lower right", fontsize=8)
+    figure.legend(loc="outside lower center", ncol=len(kinds), fontsize=8, frameon=False)
     return figure
