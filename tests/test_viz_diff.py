@@ -222,3 +222,14 @@ def test_folding_never_hides_a_change_and_keeps_every_line_accounted_for(before,
         row for row in kept if (row.left or row.right).kind != "equal"]
     assert len(kept) + sum(row.count for row in shown if isinstance(row, Fold)) == \
         len(model.rows())
+
+
+def test_a_context_of_lines_instead_of_whole_functions():
+    model = DiffModel({"c": source_pair(Allocator, NewAllocator)}, context=0)
+    shown = model.shown_rows()
+    assert [row.describe() if isinstance(row, Fold) else (row.left or row.right).text
+            for row in shown] == [
+        "class Allocator:", "⋯ 4 unchanged lines: def untouched, def changed",
+        "        return size * 2", "⋯ 4 unchanged lines: def also_untouched"]
+    with pytest.raises(ValueError, match="context"):
+        DiffModel({"c": text_pair("a", "b")}, context=-1)

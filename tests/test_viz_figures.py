@@ -64,3 +64,13 @@ def test_check_yourself_reveals_in_the_question_radix():
 def test_a_figure_shows_itself_as_a_png():
     png = address_split_figure(TINY, 0x347)._repr_png_()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_tables_have_headers_and_escape_cells():
+    import pytest
+    from refimpl.viz import table, table_html
+    page = table_html(["identifier", "renamed"], [["Range", "VirtualRange"], ["A<B", "x"]])
+    assert page.count("<th") == 2 and page.count("<tr>") == 3 and "A&lt;B" in page
+    assert table(["a"], [[1]]).data == table_html(["a"], [[1]])
+    with pytest.raises(ValueError, match="one per header"):
+        table_html(["a", "b"], [[1]])

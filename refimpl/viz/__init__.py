@@ -17,6 +17,7 @@ from refimpl.viz.memory_map import (PhysicalMemoryMap, PhysicalMemoryMapModel, p
                                     render_memory_map)
 from refimpl.viz.page_walk import (PageWalkExplorer, PageWalkModel, parse_address, render_walk,
                                    snapshot)
+from refimpl.viz.tables import table, table_html
 from refimpl.viz.ram_view import MachineOnOneScreen, RamModel, render_ram
 
 __all__ = [
@@ -25,5 +26,5 @@ __all__ = [
     "PhysicalMemoryMapModel", "RamModel", "RefactoringDiff", "parse_address", "parse_frame",
     "quickmap_pd_probe", "record_call_chain", "render_call_chain", "render_diff",
     "render_memory_map", "render_ram", "render_walk", "source_pair", "text_pair",
-    "address_split_figure", "reveal", "verdict", "page_walk_figure", "ranges_figure", "snapshot", "timeline_figure",
+    "address_split_figure", "reveal", "table", "table_html", "verdict", "page_walk_figure", "ranges_figure", "snapshot", "timeline_figure",
 ]

@@ -112,14 +112,19 @@ class DiffModel:
     """Named pairs, the one selected, and how it is shown."""
 
     def __init__(self, pairs: Mapping[str, DiffPair], mode: str = MODES[0],
-                 changed_only: bool = True) -> None:
+                 changed_only: bool = True, context: int | None = None) -> None:
+        """`context`: None shows each changed function whole; a number shows only that many
+        lines around each changed line (for a rename, where every function changes a little)."""
         if not pairs:
             raise ValueError("a diff view needs at least one pair of sources")
+        if context is not None and context < 0:
+            raise ValueError(f"context is None or a number of lines >= 0, not {context}")
         self.pairs = dict(pairs)
         self.selected = next(iter(self.pairs))
         self.mode = MODES[0]
         self.set_mode(mode)
         self.changed_only = changed_only
+        self.context = context
 
     def names(self) -> list[str]:
         return list(self.pairs)
@@ -159,7 +164,10 @@ class DiffModel:
         if not self.changed_only or all(row_kind(row) == "equal" for row in rows):
             return list(rows)
         before, after = self._lines()
-        left_spans, right_spans = function_spans(before), function_spans(after)
+        whole = self.context is None
+        left_spans = function_spans(before) if whole else []
+        right_spans = function_spans(after) if whole else []
+        around = CONTEXT if whole else self.context
         keep = [False] * len(rows)
         changed_left, changed_right = set(), set()  # functions with a changed line, per side
         for index, row in enumerate(rows):
@@ -169,7 +177,7 @@ class DiffModel:
             changed_left.add(left)
             changed_right.add(right)
             if left is None and right is None:  # outside any function: a little context
-                for near in range(max(0, index - CONTEXT), min(len(rows), index + CONTEXT + 1)):
+                for near in range(max(0, index - around), min(len(rows), index + around + 1)):
                     keep[near] = True
         changed_left.discard(None)
         changed_right.discard(None)
@@ -177,7 +185,7 @@ class DiffModel:
             if _span_of(left_spans, row.left) in changed_left or \
                     _span_of(right_spans, row.right) in changed_right:
                 keep[index] = True
-        return _fold(rows, keep, left_spans)
+        return _fold(rows, keep, function_spans(before))
 
     def stats(self) -> DiffStats:
         """Lines added and removed, counted as a unified diff does (a changed line is both)."""
@@ -293,8 +301,8 @@ class RefactoringDiff(widgets.VBox):
     unchanged code, and the diff."""
 
     def __init__(self, pairs: Mapping[str, DiffPair], mode: str = MODES[0],
-                 changed_only: bool = True) -> None:
-        self.model = DiffModel(pairs, mode, changed_only)
+                 changed_only: bool = True, context: int | None = None) -> None:
+        self.model = DiffModel(pairs, mode, changed_only, context)
         self.chooser = widgets.Dropdown(options=self.model.names(), value=self.model.selected,
                                         description="code")
         if len(self.model.pairs) == 1:
