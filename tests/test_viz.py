@@ -37,6 +37,7 @@ def test_walk_model_rows_and_fields(tiny):
     rows = model.rows()
     assert [row["level"] for row in rows] == ["PD", "PT"]
     assert rows[1]["entry"] == "ec" and rows[1]["meaning"] == "frame 0xc P RW US"
+    assert [row["index"] for row in rows] == ["0x3", "0x4"]  # hex, as the address split
     assert model.touched_addresses() == {0x13: "PD", 0x24: "PT", 0xC7: "data"}
 
 

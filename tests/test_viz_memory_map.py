@@ -208,7 +208,7 @@ def test_the_view_reacts_to_the_text_box_and_the_refresh_button():
     view.selection.value = "0x203"
     assert view.output.value.count('class="selected"') == 1
     # frame 0x203: column 3 of 12-pixel cells, in the first row drawn after the fold of 0..0x1ff
-    assert 'x="36" y="14"' in view.output.value
+    assert 'x="36" y="16"' in view.output.value
     assert "frame 0x203 at P0x203000: page directory" in view.output.value
     view.selection.value = "banana"
     assert 'class="selected"' not in view.output.value

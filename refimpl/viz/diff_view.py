@@ -201,7 +201,8 @@ class DiffModel:
                                               lineterm=""))
 
 
-_CELL = "padding:0 6px;white-space:pre-wrap;overflow-wrap:anywhere;vertical-align:top"
+_CELL = ("padding:0 6px;white-space:pre-wrap;overflow-wrap:anywhere;vertical-align:top;"
+         "line-height:1.4")
 _NUMBER = "padding:0 4px;text-align:right;color:#888;user-select:none;vertical-align:top"
 _FOLD = "padding:2px 6px;color:#57606a;background:#f6f8fa;font-style:italic"
 _MARKS = {"equal": " ", "added": "+", "removed": "-"}
@@ -307,13 +308,16 @@ class RefactoringDiff(widgets.VBox):
                                         description="code")
         if len(self.model.pairs) == 1:
             self.chooser.layout.display = "none"
-        self.mode = widgets.ToggleButtons(options=list(MODES), value=self.model.mode)
+        self.mode = widgets.ToggleButtons(options=list(MODES), value=self.model.mode,
+                                          style={"button_width": "8em"})
         self.whole = widgets.Checkbox(value=not changed_only, description="unchanged code too",
-                                      indent=False)
+                                      indent=False, layout=widgets.Layout(width="auto"))
         self.output = widgets.HTML(layout=widgets.Layout(width="100%"))
         for control in (self.chooser, self.mode, self.whole):
             control.observe(self._changed, names="value")
-        super().__init__([widgets.HBox([self.chooser, self.mode, self.whole]), self.output],
+        controls = widgets.HBox([self.chooser, self.mode, self.whole],
+                                layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        super().__init__([controls, self.output],
                          layout=widgets.Layout(width="100%"))
         self._redraw()
 

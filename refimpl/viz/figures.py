@@ -80,6 +80,10 @@ def page_walk_figure(trace: WalkTrace) -> LessonFigure:
         labels.append("data")
     axes.set_xticks(range(len(labels)), labels)
     axes.set_xlim(-0.3, len(labels) - 0.3)
+    # ticks where the tables start (and at the data): the frames the walk visits
+    axes.set_yticks(sorted({step.table_address for step in trace.steps} |
+                           ({trace.physical_address} if trace.physical_address is not None
+                            else set())))
     _hex_axis(axes.yaxis)
     axes.set_xlabel("step of the walk")
     axes.set_ylabel("physical address read")
@@ -88,24 +92,27 @@ def page_walk_figure(trace: WalkTrace) -> LessonFigure:
     return figure
 
 
-def ranges_figure(total: tuple[int, int], free: Sequence[tuple[int, int]],
-                  allocated: Mapping[str, tuple[int, int]], title: str) -> LessonFigure:
-    """An address space as one bar: free ranges, allocated ones (named), and what is neither
-    (the guard pages between them). Ranges are (base, size)."""
+def ranges_figure(window: tuple[int, int], free: Sequence[tuple[int, int]],
+                  allocated: Mapping[str, tuple[int, int]], title: str,
+                  page_size: int = 0x1000) -> LessonFigure:
+    """A window of an address space as one bar of pages: the free ranges and the allocated
+    ones (named). Ranges are (base, size); each page boundary in the window is a tick."""
     figure = LessonFigure(figsize=(9, 2.2), layout="constrained")
     axes = figure.add_subplot()
-    base, size = total
-    axes.broken_barh([(base, size)], (0, 1), color="#dddddd", label="neither (guard pages)")
-    axes.broken_barh(list(free), (0, 1), color="#009e73", label="free")
+    base, size = window
+    axes.broken_barh(list(free), (0, 1), color="#009e73", edgecolor="white", label="free")
     for index, (name, (start, length)) in enumerate(allocated.items()):
         axes.broken_barh([(start, length)], (0, 1), color=FIELD_COLOURS[(index + 3) % 6],
-                         label=f"allocated: {name}")
+                         edgecolor="white", label=f"allocated: {name}")
     axes.set_xlim(base, base + size)
+    step = page_size * max(1, size // page_size // 16)
+    axes.set_xticks(range(base, base + size + 1, step))
     axes.set_yticks([])
     _hex_axis(axes.xaxis)
     axes.set_xlabel("virtual address")
     axes.set_title(title)
-    figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    figure.legend(loc="outside lower center", ncol=1 + len(allocated), fontsize=8,
+                  frameon=False)
     return figure
 
 

@@ -260,7 +260,7 @@ def _row_svg(cells: list[FrameCell], y: int, size: int, zoomed: bool) -> list[st
     return parts
 
 
-FOLD_HEIGHT = 14
+FOLD_HEIGHT = 16
 
 
 def _geometry(model: PhysicalMemoryMapModel) -> tuple[int, int]:
@@ -276,7 +276,8 @@ def _grid_svg(model: PhysicalMemoryMapModel) -> str:
     parts, y = [], 0
     for row in model.grid_rows(columns):
         if isinstance(row, Folded):
-            parts.append(f'<text class="folded" x="4" y="{y + FOLD_HEIGHT - 3}" fill="#555">'
+            parts.append(f'<text class="folded" x="4" y="{y + FOLD_HEIGHT - 3}" fill="#555" '
+                         f'font-size="11">'
                          f'⋯ {html.escape(row.describe())}</text>')
             y += FOLD_HEIGHT
             continue

@@ -106,7 +106,7 @@ class PageWalkModel:
             return []
         digits = 2 * self.format.entry_size
         return [{"level": step.name, "table": f"{step.table_address:#x}",
-                 "index": str(step.index), "entry_address": f"{step.entry_address:#x}",
+                 "index": f"{step.index:#x}", "entry_address": f"{step.entry_address:#x}",
                  "entry": f"{step.entry:0{digits}x}", "meaning": self.format.describe(step.entry)}
                 for step in self.trace.steps]
 

@@ -87,7 +87,7 @@ def render_ram(model: RamModel, highlight: dict[int, str] | None = None) -> str:
              f'<span style="outline:2px solid #b42318;padding:0 3px;margin-right:4px">00</span>'
              f'a byte the walk reads</span></div>',
              '<table style="border-collapse:collapse;font-family:monospace;font-size:12px">',
-             '<tr><th style="text-align:left">frame</th>'
+             '<tr><th style="text-align:left;padding-right:6px">frame</th>'
              f'<th colspan="{size}" style="text-align:left">bytes at offset 0x0..{size - 1:#x}'
              '</th><th style="text-align:left">role</th></tr>']
     for row in model.shown_rows():

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from IPython.display import HTML
 
-_CELL = "padding:2px 10px;text-align:left;border-bottom:1px solid #ddd"
+_CELL = ("padding:2px 10px;text-align:left;vertical-align:top;border-bottom:1px solid #ddd;"
+         "overflow-wrap:break-word")  # long names wrap instead of widening the page
 
 
 def table_html(headers: Sequence[str], rows: Sequence[Sequence[object]],
@@ -22,8 +23,8 @@ def table_html(headers: Sequence[str], rows: Sequence[Sequence[object]],
     head = "".join(f'<th style="{_CELL}">{html.escape(str(title))}</th>' for title in headers)
     body = "".join("<tr>" + "".join(f'<td style="{font}{_CELL}">{html.escape(str(cell))}</td>'
                                     for cell in row) + "</tr>" for row in rows)
-    return (f'<table style="border-collapse:collapse;font-size:13px"><tr>{head}</tr>{body}'
-            f'</table>')
+    return (f'<table style="border-collapse:collapse;font-size:13px;max-width:100%"><tr>{head}'
+            f'</tr>{body}</table>')
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], code: bool = True) -> HTML:
