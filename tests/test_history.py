@@ -6,16 +6,19 @@ import pytest
 
 import refimpl.history.kresult as before_syscalls
 import refimpl.kernel.syscalls as after_syscalls
-from refimpl.ak import MUST, Errno
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refimpl.ak import MUST, Errno, KernelPanic
 from refimpl.history.identity_mapping import (MemoryManagerWithIdentityRegions,
                                               page_directory_heap_cost)
 from refimpl.history.identity_mapping import boot_aps as boot_aps_before
 from refimpl.history.kresult import KResult, KResultOr, KSuccess
 from refimpl.history.page_table_map import (REENTRANCY_TARGET, MemoryManagerWithPageTableMap,
                                             prepare_reentrancy)
-from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, OLD_NAMES, RENAMES,
-                                             Range, RangeAllocator, rename_whole_identifiers,
-                                             same_allocations, search_and_replace)
+from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, RENAMES, Range,
+                                             RangeAllocator, compare_with_modern,
+                                             rename_whole_identifiers, search_and_replace)
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault, trace_walk
 from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager,
                             VirtualRange, VirtualRangeAllocator, boot_aps)
@@ -27,11 +30,72 @@ PRIVATE_ANONYMOUS = after_syscalls.MAP_PRIVATE | after_syscalls.MAP_ANONYMOUS
 
 # Lesson 01 -------------------------------------------------------------------------------------
 
-def test_the_rename_changed_no_behaviour():
+def test_the_before_allocator_has_the_2021_api():
     mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
-    before = same_allocations(RangeAllocator, Range, mm)
-    assert before == same_allocations(VirtualRangeAllocator, VirtualRange, mm)
-    assert before[0][0] == "[0x101000, 0x103000)"  # a guard page in
+    heap_in_use = mm.kmalloc_heap.allocated_bytes()
+    allocator = RangeAllocator(mm)
+    allocator.initialize_with_range(0x10_0000, 64 * PAGE)
+    assert allocator.allocate_anywhere(2 * PAGE) == Range(0x10_1000, 2 * PAGE)  # a guard page in
+    assert allocator.allocate_specific(0x10_2000, PAGE) is None  # Optional: nothing, no errno
+    assert allocator.allocate_anywhere(0) is None and allocator.allocate_anywhere(PAGE * 64) is None
+    assert allocator.deallocate(Range(0x10_1000, 2 * PAGE)) is None
+    assert allocator.available_ranges() == [Range(0x10_0000, 64 * PAGE)]
+    with pytest.raises(KernelPanic, match="outside"):
+        allocator.deallocate(Range(0x20_0000, PAGE))  # VERIFY, not an error code
+    assert mm.kmalloc_heap.allocated_bytes() > heap_in_use  # one kmalloc'd node per free range
+    allocator.destroy()
+    assert mm.kmalloc_heap.allocated_bytes() == heap_in_use
+
+
+def test_the_before_allocator_walks_every_free_range_for_a_specific_request():
+    mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+    allocator = RangeAllocator(mm)
+    allocator.initialize_with_range(0, 64 * PAGE)
+    for base in range(0, 64 * PAGE, 2 * PAGE):  # 32 one-page holes
+        allocator.allocate_specific(base, PAGE)
+    holes = allocator.available_ranges()
+    assert len(holes) == 32
+    visited = []
+    original = Range.contains
+    try:
+        Range.contains = lambda self, other: visited.append(self) or original(self, other)
+        assert allocator.allocate_specific(63 * PAGE, PAGE) == Range(63 * PAGE, PAGE)
+    finally:
+        Range.contains = original
+    assert [free for free in visited if free in holes][:32] == holes  # all of them, in order
+
+
+requests = st.lists(st.one_of(
+    st.tuples(st.just("anywhere"), st.integers(0, 8).map(lambda n: n * PAGE)),
+    st.tuples(st.just("specific"), st.integers(0, 40).map(lambda n: 0x10_0000 + n * PAGE),
+              st.integers(1, 6).map(lambda n: n * PAGE))), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(requests)
+def test_the_before_and_modern_allocators_make_the_same_choices(steps):
+    """Two separate implementations (a linear walk and a bisect), one behaviour: the later
+    API changes (Optional -> ErrorOr, O(n) -> O(log n)) kept every choice."""
+    mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+    *results, (_, old_free, new_free) = compare_with_modern(mm, 0x10_0000, 40 * PAGE, steps)
+    for request, old, new in results:
+        assert old == new or (old == "None" and new.startswith("Error(")), request
+    assert old_free == new_free
+
+
+def test_compare_with_modern_frees_through_both():
+    mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+    rows = compare_with_modern(mm, 0x10_0000, 16 * PAGE, [
+        ("anywhere", 2 * PAGE), ("specific", 0x10_8000, PAGE), ("specific", 0x10_8000, PAGE),
+        ("free", 0x10_1000, 2 * PAGE)])
+    assert rows == [
+        ("anywhere(0x2000)", "[0x101000, 0x103000)", "[0x101000, 0x103000)"),
+        ("specific(0x108000, 0x1000)", "[0x108000, 0x109000)", "[0x108000, 0x109000)"),
+        ("specific(0x108000, 0x1000)", "None",
+         "Error(EEXIST: File exists ([0x108000, 0x109000) is not entirely free))"),
+        ("free(0x101000, 0x2000)", "None", "None"),
+        ("free ranges after", "[0x100000, 0x108000), [0x109000, 0x110000)",
+         "[0x100000, 0x108000), [0x109000, 0x110000)")]
 
 
 def test_search_and_replace_over_matches_where_whole_identifiers_do_not():
@@ -43,21 +107,35 @@ def test_search_and_replace_over_matches_where_whole_identifiers_do_not():
     assert exact[2:] == list(KERNEL_IDENTIFIERS_WITH_RANGE[2:])
 
 
-def test_before_source_is_the_modern_source_with_old_names():
-    import refimpl.kernel.virtual_range_allocator as module
-    after = inspect.getsource(module)
-    before = rename_whole_identifiers(after, OLD_NAMES)
-    assert "class RangeAllocator:" in before and "VirtualRange" not in before
-    assert rename_whole_identifiers(before, {v: k for k, v in OLD_NAMES.items()}) == after
+def test_the_commit_is_the_before_class_with_its_names_changed():
+    before = inspect.getsource(RangeAllocator)
+    after = rename_whole_identifiers(before, RENAMES)
+    assert after.startswith("class VirtualRangeAllocator:") and "VirtualRange | None" in after
+    assert rename_whole_identifiers(after, {v: k for k, v in RENAMES.items()}) == before
 
 
 # Lesson 02 -------------------------------------------------------------------------------------
 
 def test_kresult_stores_the_errno_negated():
     assert KResult(Errno.ENOMEM).error() == -12
-    assert KResult(Errno.ENOMEM).error() != Errno.ENOMEM
+    assert KResult(Errno.ENOMEM).error() != Errno.ENOMEM  # the raw integer is negative
     assert KSuccess.is_success() and repr(KResult(12)) == "KResult(-12: ENOMEM)"
     assert KResultOr.from_error(KResult(22)).error() == KResult(22)
+
+
+def test_kresult_compares_equal_to_the_positive_errno_it_holds():
+    # 79fa9765ca8^:Kernel/API/KResult.h: operator==(ErrnoCode) is is_error() && m_error == -error
+    assert KResult(Errno.ENOMEM) == Errno.ENOMEM and not KResult(Errno.ENOMEM) != Errno.ENOMEM
+    assert KResult(Errno.ENOMEM) != Errno.EINVAL and KResult(Errno.ENOMEM) != -Errno.ENOMEM
+    assert KSuccess != 0 and not KSuccess == 0  # success equals no errno, not even 0
+    failed = before_syscalls.sys_mmap(None, 0, 0, 3, PRIVATE_ANONYMOUS)
+    assert failed.error() == Errno.EINVAL  # as LocalSocket::bind tested `result.error() == EEXIST`
+
+
+def test_both_kresult_types_work_with_try():
+    assert KResult(Errno.EPERM).release_error() == Errno.EPERM  # e1af24eac86
+    assert KResult(Errno.EPERM).release_value() is None
+    assert KResultOr.from_error(KResult(Errno.EPERM)).release_error() == Errno.EPERM  # fd44336ef8d
 
 
 @pytest.mark.parametrize("module", [before_syscalls, after_syscalls])
@@ -71,7 +149,7 @@ def test_both_syscall_layers_return_minus_errno_to_user_space(module):
     assert module.syscall_return_value(module.sys_munmap(space, ok.value(), PAGE)) == 0
 
 
-def test_negating_a_kresult_at_the_boundary_reports_success():
+def test_negating_a_kresults_raw_integer_is_the_hazard_the_lesson_shows():
     space = MUST(AddressSpace.try_create(MemoryManager(Machine(X86_64, ram_size=16 * MiB))))
     failed = before_syscalls.sys_mmap(space, 0, 0, 3, PRIVATE_ANONYMOUS)
     assert -failed.error().error() == 22  # the habit from positive errnos: a "valid" result

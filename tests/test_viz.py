@@ -37,6 +37,7 @@ def test_walk_model_rows_and_fields(tiny):
     rows = model.rows()
     assert [row["level"] for row in rows] == ["PD", "PT"]
     assert rows[1]["entry"] == "ec" and rows[1]["meaning"] == "frame 0xc P RW US"
+    assert [row["index"] for row in rows] == ["0x3", "0x4"]  # hex, as the address split
     assert model.touched_addresses() == {0x13: "PD", 0x24: "PT", 0xC7: "data"}
 
 
@@ -72,9 +73,24 @@ def test_explorer_redraws_when_a_control_changes(tiny):
 def test_machine_on_one_screen_outlines_the_walk(tiny):
     machine, cr3 = tiny
     view = MachineOnOneScreen(machine.memory, cr3, "0x347")
-    assert view.grid.value.count("outline") == 3  # PD entry, PT entry, data byte
+    assert view.grid.value.count(";outline:") == 3  # PD entry, PT entry, data byte
     view.explorer.address.value = "0x500"
-    assert view.grid.value.count("outline") == 1  # only the missing PD entry
+    assert view.grid.value.count(";outline:") == 1  # only the missing PD entry
+
+
+def test_own_copy_keeps_showing_the_machine_as_it_was(tiny):
+    machine, cr3 = tiny
+    view = MachineOnOneScreen(machine.memory, cr3, "0x347", own_copy=True)
+    explorer = PageWalkExplorer(machine.memory, cr3, "0x347", own_copy=True)
+    live = PageWalkExplorer(machine.memory, cr3, "0x347")
+    for frame in range(32):
+        machine.memory.write(frame * 16, bytes(16))  # wipe every table
+    for widget in (view.explorer, explorer, live):
+        widget.address.value = "0x348"
+    assert "physical 0xc8" in view.explorer.output.value and "physical 0xc8" in \
+        explorer.output.value
+    assert "not present" in live.output.value
+    assert view.explorer.model.memory is view.ram.memory is not machine.memory
 
 
 def test_ram_model_roles(tiny):
@@ -83,8 +99,14 @@ def test_ram_model_roles(tiny):
     assert roles[cr3 // 16] == "top-level table"
     assert roles[0x0C] == "mapped page" and roles[0x10] == "mapped page"
     assert sorted(frame for frame, role in roles.items() if role == "page table") == [2, 3]
-    html = render_ram(RamModel(machine.memory, cr3), {0xC7: "data"})
-    assert html.count("<tr>") == 32 and 'title="data"' in html
+    model = RamModel(machine.memory, cr3)
+    html = render_ram(model, {0xC7: "data"})
+    # runs of unused zero frames fold into one row each (a run of one stays a frame)
+    assert [row[:2] if len(row) == 3 else row for row in model.shown_rows()] == [
+        (0, "unused"), (1, "top-level table"), (2, "page table"), (3, "page table"), (4, 0xB),
+        (0xC, "mapped page"), (0xD, 0xF), (0x10, "mapped page"), (0x11, 0x1F)]
+    assert html.count("<tr>") == 1 + 9 and 'title="data"' in html
+    assert list(model.legend()) == ["top-level table", "page table", "mapped page", "unused"]
 
 
 def test_ram_view_refuses_big_machines():

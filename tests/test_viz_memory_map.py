@@ -12,7 +12,7 @@ from refimpl.ak import MUST
 from refimpl.hw import X86_64, Machine, MiB
 from refimpl.kernel import MayReturnToFreeList, MemoryManager, PageDirectory, PagePurpose
 from refimpl.kernel.invariants import KernelSnapshot
-from refimpl.viz.memory_map import (COLOURS, FrameCell, PhysicalMemoryMap,
+from refimpl.viz.memory_map import (COLOURS, Folded, FrameCell, PhysicalMemoryMap,
                                     PhysicalMemoryMapModel, parse_frame, render_memory_map)
 
 PURPOSES = [purpose.value for purpose in PagePurpose]
@@ -154,6 +154,27 @@ def test_windows_must_lie_in_ram(first_frame, frame_count):
         PhysicalMemoryMapModel(boot(), first_frame, frame_count)
 
 
+def test_rows_with_nothing_to_see_are_folded():
+    model = PhysicalMemoryMapModel(boot())
+    rows = model.grid_rows(64)
+    assert [row.describe() if isinstance(row, Folded) else row[0].frame for row in rows] == [
+        "frames 0x0..0x1ff: 512 reserved", 0x200, "frames 0x240..0x2ff: 192 free", 0x300,
+        "frames 0x340..0xfff: 3019 free, 245 unusable"]
+    model.select(0x800)  # a selected frame is never folded away
+    assert 0x800 in [row[0].frame for row in model.grid_rows(64) if not isinstance(row, Folded)]
+    page = render_memory_map(model)
+    assert page.count('class="folded"') == 4 and "3019 free" not in page
+    assert page.index("legend") < page.index("<svg")  # the legend comes before the grid
+
+
+def test_page_directories_and_tables_have_clearly_different_colours():
+    def rgb(colour):
+        return [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    directory, table = rgb(COLOURS["page directory"]), rgb(COLOURS["page table"])
+    assert sum(abs(a - b) for a, b in zip(directory, table)) > 300
+    assert len(set(COLOURS.values())) == len(COLOURS)
+
+
 def test_reference_counts_are_drawn():
     mm = boot()
     page = MUST(mm.allocate_physical_page(purpose=PagePurpose.USER))
@@ -186,7 +207,8 @@ def test_the_view_reacts_to_the_text_box_and_the_refresh_button():
     assert "free: 3327" in view.output.value and len(view.output.value) < 20_000
     view.selection.value = "0x203"
     assert view.output.value.count('class="selected"') == 1
-    assert 'x="27" y="72"' in view.output.value  # frame 0x203: row 8, column 3, 9-pixel cells
+    # frame 0x203: column 3 of 12-pixel cells, in the first row drawn after the fold of 0..0x1ff
+    assert 'x="36" y="16"' in view.output.value
     assert "frame 0x203 at P0x203000: page directory" in view.output.value
     view.selection.value = "banana"
     assert 'class="selected"' not in view.output.value

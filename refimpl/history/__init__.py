@@ -4,7 +4,8 @@ Each module is a minimal variant of the modern code in `refimpl.kernel`, written
 of the two is the refactoring (the lessons show those diffs). Nothing in `refimpl.kernel`
 imports from here.
 
-- `range_allocator` (lesson 01, cd5faf4e425): Range and RangeAllocator, before the rename.
+- `range_allocator` (lesson 01, cd5faf4e425): RangeAllocator with its API of the parent commit
+  (Optional results, a linear walk for specific ranges), and the rename itself.
 - `kresult` (lesson 02, 79fa9765ca8): KResult and KResultOr, before AK::Error and ErrorOr.
 - `page_table_map` (lesson 03, 24ecf1d0218): PageDirectory::m_page_tables and the ensure_pte()
   that reentered itself through kmalloc.

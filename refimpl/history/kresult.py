@@ -1,11 +1,18 @@
 """Before 79fa9765ca8 (2021-11-08): the kernel's own error types, KResult and KResultOr<T>.
 
+As in 79fa9765ca8^:Kernel/API/KResult.h:
 - `KResult` is one integer: 0 for success (`KSuccess`), otherwise an errno stored *negated*:
-  `KResult(ENOMEM).error() == -12`. Comparing it with a positive errno code is always false.
-- `KResultOr[T]` holds a T or a KResult. TRY worked with it through two shims,
-  `release_error()` and `release_value()` (b4d8e166d85).
-- User space, meanwhile, had AK::Error with positive codes: two vocabularies for one idea, and
-  every function in between had to know which sign it was holding.
+  `KResult(ENOMEM).error() == -12`, the value the syscall return register wants.
+- Comparing a KResult with a positive errno code works: `operator==(ErrnoCode)` negates the code
+  before comparing, so `KResult(ENOMEM) == ENOMEM` is true. The class hides its sign; only the
+  raw integer from `.error()` is negative, and code that reads that integer must know it.
+- `KResultOr[T]` holds a T or a KResult. AK's TRY macro (b4d8e166d85, 2021-09-05) unwraps
+  anything with `release_error()` and `release_value()`; KResultOr got `release_error()` in
+  fd44336ef8d and KResult got both (release_value returning nothing) in e1af24eac86, the same day.
+- `AK::Error`/`ErrorOr` were added two days before the kernel switched (c4edb9f6c2c,
+  2021-11-06), "to eventually replace AK::Result, KResult and KResultOr<T> with something that
+  works (and makes sense) in both kernel and userspace". The switch was for one pattern
+  everywhere, not to fix a sign bug.
 
 The syscalls below are `refimpl.kernel.syscalls` written the old way; the difference between
 the two files is the refactoring. The rest of this simulated kernel already speaks ErrorOr, so
@@ -42,7 +49,21 @@ class KResult:
         return self._error != 0
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, KResult) and other._error == self._error
+        """Equal to the same KResult, or to a positive errno code it holds (operator==(ErrnoCode)
+        negates the code first: `is_error() && m_error == -error`)."""
+        if isinstance(other, KResult):
+            return other._error == self._error
+        if isinstance(other, int) and not isinstance(other, bool):
+            return self.is_error() and self._error == -other
+        return NotImplemented
+
+    def release_error(self) -> KResult:
+        """e1af24eac86: makes a KResult usable with TRY."""
+        return self
+
+    def release_value(self) -> None:
+        """e1af24eac86: 'returns void, since there is no value inside a KResult'."""
+        return None
 
     def __repr__(self) -> str:
         if self._error == 0:
@@ -82,9 +103,10 @@ class KResultOr(Generic[T]):
             raise KernelPanic(f"KResultOr.value() called on an error: {self._result!r}")
         return self._value
 
-    release_value = value  # the shims TRY uses
+    release_value = value
 
     def release_error(self) -> KResult:
+        """fd44336ef8d: so TRY can unwrap a KResultOr."""
         return self.error()
 
     def __repr__(self) -> str:
@@ -125,7 +147,7 @@ def sys_mprotect(space: AddressSpace, address: int, size: int, prot: int):
 
 def syscall_return_value(result: KResultOr[int]) -> int:
     """What the syscall puts in the return register: the value, or the (already negative)
-    error. Negating it here, as one does with a positive errno, would report success."""
+    error, as the real dispatcher did (`regs.set_return_reg(result.error().error())`)."""
     if result.is_error():
         return result.error().error()
     return result.value()

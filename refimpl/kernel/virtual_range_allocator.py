@@ -2,7 +2,7 @@
 
 Until April 2022 every PageDirectory owned one of these. It keeps the *free* ranges in a tree
 sorted by base address; allocating carves a range out of a free one, deallocating puts it back and
-merges it with its neighbours. Two of its properties are the reasons it was retired (lesson 05):
+merges it with its neighbours. Two of its properties are the reasons it was retired (lesson 06):
 - it is a second source of truth next to the region tree, which must be kept in sync by hand;
 - it is not intrusive: every tree node is allocated with kmalloc, so allocating *virtual*
   memory allocates *kernel heap*, which can itself need new virtual memory.

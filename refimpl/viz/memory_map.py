@@ -12,8 +12,10 @@ quickmaps nothing, so looking at the map cannot change what it shows. Each frame
 
 The model holds a *window* of at most `MAX_WINDOW_FRAMES` frames (all of a 16 MiB machine);
 selecting a frame outside it moves the window there. The grid draws 64 frames per row and one
-SVG rect per run of same-coloured frames in a row, so its HTML stays small (about 10 kB for a
-freshly booted machine, one element per frame only where every frame differs from the next).
+SVG rect per run of same-coloured frames in a row, so its HTML stays small. Rows with nothing to
+look at (only free, reserved or unusable frames, none selected) are folded: each run of them is
+one thin line saying what it holds ("frames 0x240..0xeff: 3264 free"), so a freshly booted
+machine is a few rows of kernel pages, not a screen of empty grid.
 Reference counts: a window of at most `ZOOM_FRAMES` frames is drawn 32 per row in cells big
 enough to print each live page's count; a larger one marks pages with more than one reference
 by a dot, and the details line gives the count of the selected frame.
@@ -33,13 +35,20 @@ from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose
 from refimpl.viz.page_walk import parse_address
 
 RESERVED, UNUSABLE, FREE, LEAKED = "reserved", "unusable", "free", "leaked"
+# Okabe-Ito colours (told apart with any colour vision): page directories and page tables,
+# the two a learner compares most, get the two that differ most, vermillion and blue.
 COLOURS = {
-    RESERVED: "#c8c8c8", UNUSABLE: "#8d8d8d", FREE: "#f4f4f4", LEAKED: "#ff4d6d",
-    PagePurpose.KERNEL_IMAGE.value: "#b39ddb", PagePurpose.PAGE_DIRECTORY.value: "#f4a261",
-    PagePurpose.PAGE_TABLE.value: "#e9c46a", PagePurpose.KERNEL_HEAP.value: "#80cbc4",
-    PagePurpose.USER.value: "#8ecae6", PagePurpose.SHARED_ZERO.value: "#a5d6a7",
-    PagePurpose.KERNEL.value: "#ce93d8",
+    RESERVED: "#c8c8c8", UNUSABLE: "#8d8d8d", FREE: "#f4f4f4", LEAKED: "#000000",
+    PagePurpose.KERNEL_IMAGE.value: "#cc79a7", PagePurpose.PAGE_DIRECTORY.value: "#d55e00",
+    PagePurpose.PAGE_TABLE.value: "#0072b2", PagePurpose.KERNEL_HEAP.value: "#009e73",
+    PagePurpose.USER.value: "#f0e442", PagePurpose.SHARED_ZERO.value: "#56b4e9",
+    PagePurpose.KERNEL.value: "#e69f00",
 }
+DARK = {LEAKED, PagePurpose.KERNEL_IMAGE.value, PagePurpose.PAGE_DIRECTORY.value,
+        PagePurpose.PAGE_TABLE.value, PagePurpose.KERNEL_HEAP.value}
+"""Labels whose colour needs white text on it."""
+DULL = {RESERVED, UNUSABLE, FREE}
+"""States with nothing to look at: whole rows of them are folded into one line."""
 STATE_DETAILS = {
     RESERVED: "low memory or prekernel, below the first usable address: no allocator owns it",
     UNUSABLE: "the tail of RAM shorter than a 1 MiB zone: no allocator hands it out",
@@ -62,6 +71,23 @@ class FrameCell:
     ref_count: int | None
     colour: str
     never_returns: bool = False  # a live page that never goes back to the free list
+
+
+@dataclass(frozen=True)
+class Folded:
+    """Consecutive grid rows with nothing to look at, drawn as one line."""
+
+    first: int
+    last: int
+    counts: dict[str, int]
+
+    def extended(self, row: list[FrameCell]) -> Folded:
+        counts = Counter(self.counts) + Counter(cell.label for cell in row)
+        return Folded(self.first, row[-1].frame, dict(counts))
+
+    def describe(self) -> str:
+        what = ", ".join(f"{count} {label}" for label, count in self.counts.items())
+        return f"frames {self.first:#x}..{self.last:#x}: {what}"
 
 
 def parse_frame(text: str) -> int:
@@ -167,6 +193,22 @@ class PhysicalMemoryMapModel:
             return f"; for the physical address, type P{value:#x}"
         return ""
 
+    def grid_rows(self, columns: int) -> list[list[FrameCell] | Folded]:
+        """The rows the grid draws, `columns` frames each: runs of dull rows folded."""
+        rows: list[list[FrameCell] | Folded] = []
+        for start in range(0, len(self._cells), columns):
+            row = self._cells[start:start + columns]
+            dull = all(cell.label in DULL for cell in row) and not any(
+                cell.frame == self.selected for cell in row)
+            if not dull:
+                rows.append(row)
+            elif rows and isinstance(rows[-1], Folded):
+                rows[-1] = rows[-1].extended(row)
+            else:
+                rows.append(Folded(row[0].frame, row[-1].frame,
+                                   dict(Counter(cell.label for cell in row))))
+        return rows
+
     def selected_cell(self) -> FrameCell | None:
         if self.selected is None:
             return None
@@ -208,70 +250,78 @@ def _row_svg(cells: list[FrameCell], y: int, size: int, zoomed: bool) -> list[st
         if cell.ref_count is None:
             continue
         x = offset * size + size // 2
+        ink = "#fff" if cell.label in DARK else "#222"
         if zoomed:
-            parts.append(f'<text x="{x}" y="{y + size - 6}" text-anchor="middle">'
+            parts.append(f'<text x="{x}" y="{y + size - 6}" text-anchor="middle" fill="{ink}">'
                          f'{cell.ref_count}</text>')
         elif cell.ref_count > 1:
-            parts.append(f'<circle cx="{x}" cy="{y + size // 2}" r="2" fill="#222"><title>'
+            parts.append(f'<circle cx="{x}" cy="{y + size // 2}" r="2" fill="{ink}"><title>'
                          f'frame {cell.frame:#x}: {cell.ref_count} references</title></circle>')
     return parts
 
 
-def _geometry(model: PhysicalMemoryMapModel) -> tuple[int, int, int]:
-    """(frames per row, cell size in pixels, label every n-th row): a small window gets cells
-    big enough to print reference counts in."""
-    return (ZOOM_COLUMNS, 20, 1) if model.frame_count <= ZOOM_FRAMES else (COLUMNS, 9, 4)
+FOLD_HEIGHT = 16
+
+
+def _geometry(model: PhysicalMemoryMapModel) -> tuple[int, int]:
+    """(frames per row, cell size in pixels): a small window gets cells big enough to print
+    reference counts in."""
+    return (ZOOM_COLUMNS, 20) if model.frame_count <= ZOOM_FRAMES else (COLUMNS, 12)
 
 
 def _grid_svg(model: PhysicalMemoryMapModel) -> str:
-    columns, size, label_every = _geometry(model)
+    columns, size = _geometry(model)
     zoomed = columns == ZOOM_COLUMNS
-    cells = model.frames()
-    rows = (len(cells) + columns - 1) // columns
-    width, height = columns * size, rows * size
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 50}" height="{height}" '
-             f'style="font-family:monospace;font-size:{10 if zoomed else 8}px">'
-             f'<defs><pattern id="pmm-grid-{size}" width="{size}" height="{size}" '
-             f'patternUnits="userSpaceOnUse"><path d="M{size} 0V{size}H0" fill="none" '
-             f'stroke="#fff"/></pattern></defs><g transform="translate(50,0)">']
-    for row in range(rows):
-        row_cells = cells[row * columns:(row + 1) * columns]
-        if row % label_every == 0:
-            parts.append(f'<text x="-4" y="{row * size + size - 1}" text-anchor="end">'
-                         f'{row_cells[0].frame:#x}</text>')
-        parts.extend(_row_svg(row_cells, row * size, size, zoomed))
-    parts.append(f'<rect width="{width}" height="{height}" fill="url(#pmm-grid-{size})"/>')
-    selected = model.selected_cell()
-    if selected is not None:
-        offset = selected.frame - model.first_frame
-        parts.append(f'<rect class="selected" x="{offset % columns * size}" '
-                     f'y="{offset // columns * size}" width="{size}" height="{size}" '
-                     f'fill="none" stroke="#b42318" stroke-width="2"/>')
-    parts.append("</g></svg>")
-    return "".join(parts)
+    width = columns * size
+    parts, y = [], 0
+    for row in model.grid_rows(columns):
+        if isinstance(row, Folded):
+            parts.append(f'<text class="folded" x="4" y="{y + FOLD_HEIGHT - 3}" fill="#555" '
+                         f'font-size="11">'
+                         f'⋯ {html.escape(row.describe())}</text>')
+            y += FOLD_HEIGHT
+            continue
+        parts.append(f'<text x="-4" y="{y + size - 2}" text-anchor="end">{row[0].frame:#x}</text>')
+        parts.extend(_row_svg(row, y, size, zoomed))
+        parts.append(f'<rect x="0" y="{y}" width="{len(row) * size}" height="{size}" '
+                     f'fill="url(#pmm-grid-{size})"/>')
+        selected = model.selected_cell()
+        if selected is not None and row[0].frame <= selected.frame <= row[-1].frame:
+            parts.append(f'<rect class="selected" x="{(selected.frame - row[0].frame) * size}" '
+                         f'y="{y}" width="{size}" height="{size}" fill="none" '
+                         f'stroke="#b42318" stroke-width="2"/>')
+        y += size
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 50}" height="{y}" '
+            f'style="font-family:monospace;font-size:{10 if zoomed else 9}px">'
+            f'<defs><pattern id="pmm-grid-{size}" width="{size}" height="{size}" '
+            f'patternUnits="userSpaceOnUse"><path d="M{size} 0V{size}H0" fill="none" '
+            f'stroke="#fff"/></pattern></defs><g transform="translate(50,0)">'
+            f'{"".join(parts)}</g></svg>')
 
 
 def _legend(model: PhysicalMemoryMapModel) -> str:
-    items = [f'<span style="margin-right:12px;white-space:nowrap"><span style="display:'
-             f'inline-block;width:10px;height:10px;background:{COLOURS[label]};border:1px solid '
-             f'#999;margin-right:4px"></span>{html.escape(label)}: {count}</span>'
-             for label, count in model.counts().items()]
+    items = [f'<span class="legend" style="margin-right:12px;white-space:nowrap"><span style="'
+             f'display:inline-block;width:12px;height:12px;background:{COLOURS[label]};border:'
+             f'1px solid #999;margin-right:4px;vertical-align:middle"></span>'
+             f'{html.escape(label)}: {count}</span>' for label, count in model.counts().items()]
     if model.frame_count > ZOOM_FRAMES:
         items.append('<span style="white-space:nowrap">● more than one reference</span>')
-    return f'<div style="font-size:12px;margin:4px 0">{"".join(items)}</div>'
+    return (f'<div style="font-size:12px;margin:4px 0"><b>legend</b> (frames per kind): '
+            f'{"".join(items)}</div>')
 
 
 def render_memory_map(model: PhysicalMemoryMapModel) -> str:
     """The map's HTML: caption, grid, legend with counts, and the details or message line."""
     first, count = model.first_frame, model.frame_count
     caption = (f"frames {first:#x}..{first + count - 1:#x} of {model.total_frames:#x} "
-               f"({count * PAGE_SIZE // 1024} KiB shown), {_geometry(model)[0]} per row")
+               f"({count * PAGE_SIZE // 1024} KiB), {_geometry(model)[0]} per row; rows of "
+               f"only free, reserved or unusable frames are folded into one line")
     if model.message:
         line = f'<p style="color:#b42318;font-weight:bold">{html.escape(model.message)}</p>'
     else:
         line = f"<p>{html.escape(model.details() or HINT)}</p>"
     return (f'<div style="font-family:monospace"><div style="font-size:12px;color:#555">'
-            f"{caption}</div>{_grid_svg(model)}{_legend(model)}{line}</div>")
+            f"{caption}</div>{_legend(model)}{_grid_svg(model)}{line}</div>")
 
 
 class PhysicalMemoryMap(widgets.VBox):

@@ -3,6 +3,8 @@
 `PageWalkModel` holds what the widget shows and is plain Python (tests drive it); the view,
 `PageWalkExplorer`, only turns the model into widgets and HTML. The walk itself is
 `refimpl.hw.trace_walk`: the explorer never changes the machine (no accessed bits, no TLB).
+Given `own_copy=True`, it walks a copy of the RAM taken when it was made (`snapshot`), so what
+it shows cannot be changed by later cells of a notebook.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ import ipywidgets as widgets
 from refimpl.hw import Access, PhysicalMemory, WalkTrace, level_name, trace_walk
 
 ACCESS_KINDS = {"read": Access.READ, "write": Access.WRITE, "execute": Access.EXECUTE}
+
+
+def snapshot(memory: PhysicalMemory) -> PhysicalMemory:
+    """A copy of `memory`: same size and paging format, same bytes, and nothing shared."""
+    copy = PhysicalMemory(memory.size, memory.format)
+    chunk = 1 << 20
+    for start in range(0, memory.size, chunk):
+        data = memory.read(start, min(chunk, memory.size - start))
+        if data != bytes(len(data)):  # untouched zero pages stay untouched in the copy
+            copy.write(start, data)
+    return copy
 
 
 def parse_address(text: str) -> int:
@@ -93,7 +106,7 @@ class PageWalkModel:
             return []
         digits = 2 * self.format.entry_size
         return [{"level": step.name, "table": f"{step.table_address:#x}",
-                 "index": str(step.index), "entry_address": f"{step.entry_address:#x}",
+                 "index": f"{step.index:#x}", "entry_address": f"{step.entry_address:#x}",
                  "entry": f"{step.entry:0{digits}x}", "meaning": self.format.describe(step.entry)}
                 for step in self.trace.steps]
 
@@ -135,8 +148,9 @@ def render_walk(model: PageWalkModel) -> str:
 class PageWalkExplorer(widgets.VBox):
     """An address box, an access selector and the walk, redrawn on every change."""
 
-    def __init__(self, memory: PhysicalMemory, cr3: int, address: str = "0x0") -> None:
-        self.model = PageWalkModel(memory, cr3, address)
+    def __init__(self, memory: PhysicalMemory, cr3: int, address: str = "0x0",
+                 own_copy: bool = False) -> None:
+        self.model = PageWalkModel(snapshot(memory) if own_copy else memory, cr3, address)
         self.address = widgets.Text(value=address, description="address",
                                     continuous_update=False)
         self.access = widgets.ToggleButtons(options=list(ACCESS_KINDS), value="read",

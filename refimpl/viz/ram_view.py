@@ -2,7 +2,11 @@
 
 Roles come from walking the tables under CR3 (`refimpl.hw.table_frames` and `mapped_pages`):
 the top-level table, the other tables, frames mapped as data, and frames nobody maps. Combined
-with the page-walk explorer, the bytes a walk reads are outlined in the grid.
+with the page-walk explorer, the bytes a walk reads are outlined in the grid. Runs of unused
+frames that hold only zeros are folded into one row, so the grid shows what the walk can reach.
+
+`snapshot(memory)` copies a RAM: a view given the copy keeps showing the machine as it was,
+whatever later cells of a notebook do to the original.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import html
 import ipywidgets as widgets
 
 from refimpl.hw import PhysicalMemory, level_name, mapped_pages, table_frames
-from refimpl.viz.page_walk import PageWalkExplorer
+from refimpl.viz.page_walk import PageWalkExplorer, snapshot
 
-ROLE_COLOURS = {"top-level table": "#f4a261", "page table": "#e9c46a", "mapped page": "#8ecae6",
-                "unused": "#f1f1f1"}
+# The memory map's colours for the same things: page directory (top level) vermillion, page
+# tables blue; mapped pages a light yellow, so the bytes on them stay readable.
+ROLE_COLOURS = {"top-level table": "#f3b48a", "page table": "#9cc9ec", "mapped page": "#f7f0a0",
+                "unused": "#f4f4f4"}
 MAX_FRAMES, MAX_PAGE_SIZE = 64, 64
 
 
@@ -44,13 +50,54 @@ class RamModel:
         return [(frame, roles.get(frame, "unused"), self.memory.read(frame * size, size))
                 for frame in range(self.memory.frame_count)]
 
+    def shown_rows(self) -> list[tuple[int, str, bytes] | tuple[int, int]]:
+        """`rows()` with each run of two or more unused all-zero frames replaced by
+        (first frame, last frame)."""
+        shown: list = []
+        run: list[int] = []
+        for row in self.rows() + [(-1, "end", b"x")]:
+            frame, role, data = row
+            if role == "unused" and not any(data):
+                run.append(frame)
+                continue
+            if len(run) >= 2:
+                shown.append((run[0], run[-1]))
+            else:
+                shown.extend((frame_, "unused", bytes(self.memory.page_size)) for frame_ in run)
+            run = []
+            if frame >= 0:
+                shown.append(row)
+        return shown
+
+    def legend(self) -> dict[str, str]:
+        """Role -> colour, for the roles this RAM has."""
+        found = {role if role in ROLE_COLOURS else "page table" for _, role, _ in self.rows()}
+        return {role: colour for role, colour in ROLE_COLOURS.items() if role in found}
+
 
 def render_ram(model: RamModel, highlight: dict[int, str] | None = None) -> str:
     """HTML grid of every byte; bytes at `highlight` addresses are outlined and titled."""
     highlight = highlight or {}
     size = model.memory.page_size
-    lines = ['<table style="border-collapse:collapse;font-family:monospace;font-size:12px">']
-    for frame, role, data in model.rows():
+    legend = "".join(f'<span style="margin-right:12px;white-space:nowrap"><span style="display:'
+                     f'inline-block;width:12px;height:12px;background:{colour};border:1px solid '
+                     f'#999;margin-right:4px;vertical-align:middle"></span>{html.escape(role)}'
+                     f'</span>' for role, colour in model.legend().items())
+    lines = [f'<div style="font-size:12px;margin:4px 0"><b>legend</b>: {legend}<span>'
+             f'<span style="outline:2px solid #b42318;padding:0 3px;margin-right:4px">00</span>'
+             f'a byte the walk reads</span></div>',
+             '<table style="border-collapse:collapse;font-family:monospace;font-size:12px">',
+             '<tr><th style="text-align:left;padding-right:6px">frame</th>'
+             f'<th colspan="{size}" style="text-align:left">bytes at offset 0x0..{size - 1:#x}'
+             '</th><th style="text-align:left">role</th></tr>']
+    for row in model.shown_rows():
+        if len(row) == 2:
+            first, last = row
+            lines.append(f'<tr><td colspan="{size + 2}" style="color:#555;font-style:italic;'
+                         f'padding:1px 3px">⋯ frames {first:#04x}..{last:#04x}: unused, all zero'
+                         f'</td></tr>')
+            continue
+        frame, role, data = row
         colour = ROLE_COLOURS.get(role, ROLE_COLOURS["page table"])
         cells = []
         for offset, byte in enumerate(data):
@@ -68,9 +115,13 @@ def render_ram(model: RamModel, highlight: dict[int, str] | None = None) -> str:
 
 
 class MachineOnOneScreen(widgets.VBox):
-    """The page-walk explorer above the whole RAM; the walk's reads are outlined in the RAM."""
+    """The page-walk explorer above the whole RAM; the walk's reads are outlined in the RAM.
+    With `own_copy`, both read a copy of the RAM taken now (later changes do not show)."""
 
-    def __init__(self, memory: PhysicalMemory, cr3: int, address: str = "0x0") -> None:
+    def __init__(self, memory: PhysicalMemory, cr3: int, address: str = "0x0",
+                 own_copy: bool = False) -> None:
+        if own_copy:
+            memory = snapshot(memory)
         self.ram = RamModel(memory, cr3)
         self.explorer = PageWalkExplorer(memory, cr3, address)
         self.grid = widgets.HTML()

@@ -1,0 +1,64 @@
+"""Links in the lessons: relative ones lead to a file, SerenityOS ones name full commits."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+COURSE = Path(__file__).resolve().parent.parent / "course"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+GITHUB = "https://github.com/SerenityOS/serenity/"
+BEING_WRITTEN = {"05-dropping-an-old-optimization.ipynb", "06-one-source-of-truth.ipynb"}
+"""Lessons written on other branches at the same time; drop a name once its lesson is merged."""
+
+
+def links(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    return [link for cell in cells if cell["cell_type"] == "markdown"
+            for link in LINK.findall("".join(cell["source"]))]
+
+
+NOTEBOOKS = sorted(COURSE.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
+def test_relative_links_lead_to_a_file(notebook):
+    for link in links(notebook):
+        if link.startswith("http"):
+            continue
+        target = (notebook.parent / link.split("#")[0]).resolve()
+        assert target.exists() or link in BEING_WRITTEN, f"{notebook.name}: dead link {link}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
+def test_serenity_links_name_full_commits_and_lines(notebook):
+    for link in links(notebook):
+        if not link.startswith(GITHUB):
+            continue
+        kind, _, rest = link[len(GITHUB):].partition("/")
+        commit = rest.split("/")[0]
+        assert re.fullmatch(r"[0-9a-f]{40}", commit), f"{notebook.name}: short hash in {link}"
+        if kind == "blob":
+            assert re.search(r"#L\d+$", link), f"{notebook.name}: no line in {link}"
+
+
+@pytest.mark.parametrize("name", ["00-the-machine", "01-ranges-of-virtual-memory", "02-errors"])
+def test_a_lesson_links_its_exercises_and_the_next_lesson(name):
+    found = links(COURSE / f"{name}.ipynb")
+    assert f"../exercises/{name}.ipynb" in found
+    number = int(name[:2])
+    assert any(link.startswith(f"{number + 1:02d}-") for link in found)
+    assert any(link.startswith(GITHUB) for link in found)
+
+
+def test_the_index_links_every_lesson_and_its_exercises():
+    found = links(COURSE / "index.ipynb")
+    lessons = sorted(path.name for path in NOTEBOOKS if path.name[:2].isdigit())
+    for lesson in lessons:
+        assert lesson in found
+        if int(lesson[:2]) <= 4:
+            assert f"../exercises/{lesson}" in found
+    assert BEING_WRITTEN <= set(found)
