@@ -22,8 +22,7 @@ MISTAKES = {
     "missing-unref": ("03-release-pte", "mm.get_physical_page_entry(pde.page_table_base()).unref()",
                       "pass", "is live but no PDE points at it"),
     "forgotten-invlpg": ("04-unmap-everywhere", "region.destroy()",
-                         "region.unmap(should_flush_tlb=False); "
-                         "mm.flush_tlb_local(region.vaddr()); region.destroy()",
+                         "region.unmap(should_flush_tlb=False); region.destroy()",
                          "through a stale TLB entry"),
     "must-not-try": ("02-try", "region = TRY(space.allocate_region",
                      "region = MUST(space.allocate_region", "MUST failed"),
