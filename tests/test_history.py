@@ -6,10 +6,12 @@ import pytest
 
 import refimpl.history.kresult as before_syscalls
 import refimpl.kernel.syscalls as after_syscalls
-from refimpl.ak import MUST, Errno
+from refimpl.ak import MUST, Errno, KernelPanic
 from refimpl.history.identity_mapping import (MemoryManagerWithIdentityRegions,
                                               page_directory_heap_cost)
 from refimpl.history.identity_mapping import boot_aps as boot_aps_before
+from refimpl.history.identity_mapping import (MemoryManagerWithKernelRangeAllocator,
+                                              boot_aps_at_cdab5b20916)
 from refimpl.history.kresult import KResult, KResultOr, KSuccess
 from refimpl.history.page_table_map import (REENTRANCY_TARGET, MemoryManagerWithPageTableMap,
                                             prepare_reentrancy)
@@ -18,7 +20,8 @@ from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, OLD_
                                              same_allocations, search_and_replace)
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault, trace_walk
 from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager,
-                            VirtualRange, VirtualRangeAllocator, boot_aps)
+                            VirtualRange, VirtualRangeAllocator, boot_aps,
+                            create_identity_mapped_region)
 from refimpl.kernel.invariants import page_table_refcount_violations
 
 PAGE = 4096
@@ -117,13 +120,14 @@ def test_the_hash_map_owns_page_tables_and_release_pte_frees_them():
 
 # Lesson 04 -------------------------------------------------------------------------------------
 
-def test_both_designs_boot_the_aps_and_leave_no_identity_mapping():
+def test_all_three_designs_boot_the_aps_and_leave_no_identity_mapping():
     for kernel, boot in ((MemoryManagerWithIdentityRegions, boot_aps_before),
+                         (MemoryManagerWithKernelRangeAllocator, boot_aps_at_cdab5b20916),
                          (MemoryManager, boot_aps)):
         mm = kernel(Machine(X86_64, ram_size=16 * MiB, cpu_count=3))
         free = mm.free_physical_pages()
         MUST(boot(mm))
-        assert all(cpu.online for cpu in mm.machine.cpus)
+        assert all(cpu.online for cpu in mm.machine.cpus) and mm.smp_enabled
         for cpu in mm.machine.cpus:
             with pytest.raises(PageFault):
                 cpu.mmu.translate(0x8000, Access.EXECUTE)
@@ -140,6 +144,24 @@ def test_the_identity_range_goes_back_to_the_identity_allocator():
     assert kernel.identity_range_allocator.available_ranges() == identity
 
 
-def test_every_page_directory_paid_for_two_allocators():
-    assert page_directory_heap_cost(MemoryManagerWithIdentityRegions) == \
-        page_directory_heap_cost(MemoryManager) + 128  # two 48-byte members, 64-byte chunks
+def test_after_the_commit_the_kernel_allocator_never_sees_the_identity_range():
+    mm = MemoryManagerWithKernelRangeAllocator(Machine(X86_64, ram_size=16 * MiB, cpu_count=2))
+    allocator = mm.kernel_page_directory().range_allocator
+    free = allocator.available_ranges()
+    MUST(boot_aps_at_cdab5b20916(mm))
+    assert allocator.available_ranges() == free
+    assert not hasattr(mm.kernel_page_directory(), "identity_range_allocator")
+
+
+def test_giving_the_identity_range_to_the_kernel_allocator_panics():
+    mm = MemoryManagerWithKernelRangeAllocator(Machine(X86_64, ram_size=16 * MiB, cpu_count=2))
+    region = MUST(create_identity_mapped_region(mm, 0x8000, 4096))
+    with pytest.raises(KernelPanic, match="outside"):
+        mm.unmap_kernel_region(region)  # ShouldDeallocateVirtualMemoryVirtualRange::Yes
+
+
+def test_the_commit_removed_one_allocator_member_from_every_page_directory():
+    before = page_directory_heap_cost(MemoryManagerWithIdentityRegions)
+    at_commit = page_directory_heap_cost(MemoryManagerWithKernelRangeAllocator)
+    assert before - at_commit == 64  # one 48-byte member, in 64-byte kmalloc chunks
+    assert at_commit - page_directory_heap_cost(MemoryManager) == 64  # the other, in 2022
