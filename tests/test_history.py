@@ -13,8 +13,8 @@ from refimpl.history.identity_mapping import boot_aps as boot_aps_before
 from refimpl.history.identity_mapping import (MemoryManagerWithKernelRangeAllocator,
                                               boot_aps_at_cdab5b20916)
 from refimpl.history.kresult import KResult, KResultOr, KSuccess
-from refimpl.history.page_table_map import (REENTRANCY_TARGET, MemoryManagerWithPageTableMap,
-                                            prepare_reentrancy)
+from refimpl.history.page_table_map import (REENTRANCY_TARGET, HashMap,
+                                            MemoryManagerWithPageTableMap, prepare_reentrancy)
 from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, OLD_NAMES, RENAMES,
                                              Range, RangeAllocator, rename_whole_identifiers,
                                              same_allocations, search_and_replace)
@@ -23,6 +23,7 @@ from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager,
                             VirtualRange, VirtualRangeAllocator, boot_aps,
                             create_identity_mapped_region)
 from refimpl.kernel.invariants import page_table_refcount_violations
+from refimpl.viz.call_chain import record_call_chain
 
 PAGE = 4096
 PRIVATE_ANONYMOUS = after_syscalls.MAP_PRIVATE | after_syscalls.MAP_ANONYMOUS
@@ -94,6 +95,62 @@ def test_the_hash_map_makes_ensure_pte_write_a_user_mapping_into_a_kernel_page_t
     assert walk.physical_address == region.physical_page(0).paddr(), \
         "a kernel heap page now maps the user's page"
     assert walk.physical_address not in [p.paddr() for p in mm.kmalloc_heap.subheaps[-1].pages]
+
+
+def test_the_nested_call_is_pte_on_the_kernel_directory_as_at_24ecf1d0218_parent():
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap)
+    _, events = record_call_chain(lambda: region.map(space.page_directory),
+                                  ["MemoryManagerWithPageTableMap.ensure_pte", "MemoryManager.pte",
+                                   "HashMap.try_rehash", "KmallocHeap.try_expand"])
+    calls = [e.function for e in events if e.kind == "call"]
+    assert calls[:3] == ["MemoryManagerWithPageTableMap.ensure_pte", "HashMap.try_rehash",
+                         "KmallocHeap.try_expand"]
+    assert set(calls[3:]) == {"MemoryManager.pte"}  # never ensure_pte: the tables exist
+
+
+def test_the_hash_map_grows_at_60_percent_like_ak_hash_table():
+    mm = MemoryManagerWithPageTableMap(Machine(X86_64, ram_size=16 * MiB))
+    table = HashMap(mm)
+    grew_at, sizes = [], []
+    for n in range(1, 41):
+        with mm.allocations.record() as log:
+            table.set(n, None)
+        if log:
+            grew_at.append(n)
+            sizes += [record.size for record in log]
+    assert grew_at == [1, 3, 5, 10, 20, 39]
+    assert sizes[:3] == [5 * 24, 9 * 24, 17 * 24]  # capacity + 1 buckets of 24 bytes
+
+
+def test_boot_page_tables_are_not_in_the_kernels_map():
+    mm = MemoryManagerWithPageTableMap(Machine(X86_64, ram_size=16 * MiB))
+    kernel = mm.kernel_page_directory()
+    assert mm.layout.kernel_load_base & ~(2 * MiB - 1) not in kernel.m_page_tables
+    assert mm.layout.kmalloc_range_base in kernel.m_page_tables
+
+
+def test_at_a_pd_index_with_an_empty_kernel_pde_the_stray_pte_lands_in_frame_0():
+    target = 48 * 2 * MiB + 2 * PAGE  # PD index 48: just past the kmalloc range
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap, target)
+    frame_0 = bytes(mm.machine.memory.read(0, PAGE))
+    MUST(region.map(space.page_directory))
+    entry = int.from_bytes(mm.machine.memory.read(2 * 8, 8), "little")
+    assert bytes(mm.machine.memory.read(0, PAGE)) != frame_0
+    assert entry & ~0xFFF & ((1 << 52) - 1) == region.physical_page(0).paddr()
+    assert trace_walk(mm.machine.memory, space.page_directory.cr3(), target).faulted
+
+
+def test_the_stray_pte_is_user_readable():
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap)
+    MUST(region.map(space.page_directory))
+    mmu = mm.machine.bsp.mmu
+    mmu.load_cr3(space.page_directory.cr3())
+    heap = mm.layout.kmalloc_range_base
+    assert mmu.translate(heap + 2 * PAGE, Access.USER) == region.physical_page(0).paddr()
+    with pytest.raises(PageFault) as fault:
+        mmu.translate(heap + 3 * PAGE, Access.USER)  # its neighbour: supervisor-only
+    assert fault.value.error_code == 0x5
+    mmu.load_cr3(mm.kernel_page_directory().cr3())
 
 
 def test_without_the_hash_map_the_same_mapping_is_clean_and_allocates_nothing():
