@@ -23,9 +23,10 @@ Compare `MemoryManagerWithPageTableMap.ensure_pte` and `release_pte` with
 from __future__ import annotations
 
 from refimpl.ak import MUST, TRY, VERIFY, fallible
-from refimpl.hw import X86_64, Machine, MiB
+from refimpl.hw import X86_64, Access, Machine, MiB, PageFault
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
 from refimpl.kernel.address_space import AddressSpace
+from refimpl.kernel.allocation import AllocationKind
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
 from refimpl.kernel.kmalloc import CHUNK_SIZE, KmallocHeap
 from refimpl.kernel.memory_manager import MemoryManager, ShouldZeroFill
@@ -184,3 +185,44 @@ def prepare_reentrancy(kernel: type[MemoryManager], target: int = REENTRANCY_TAR
         region, VirtualRange(VirtualAddress(target), PAGE_SIZE)))
     fill_kernel_heap(mm)
     return mm, space, region
+
+
+def hash_map_heap_cost(kernel: type[MemoryManager], page_tables: int) -> list[tuple[int, int, int]]:
+    """Give one user directory `page_tables` page tables, one by one, in a kernel of class
+    `kernel`. Returns, after each, (page tables, kmalloc calls so far, bytes asked of kmalloc
+    by the latest call, 0 if none yet): the heap traffic ensure_pte() causes."""
+    mm = kernel(Machine(X86_64, ram_size=32 * MiB))
+    directory = MUST(kernel.page_directory_class.try_create_for_userspace(mm))
+    rows, calls, latest = [], 0, 0
+    for index in range(page_tables):
+        with mm.allocations.record() as log:
+            MUST(mm.ensure_pte(directory, (index + 1) * PAGE_TABLE_SPAN))
+        for record in log:
+            if record.kind is AllocationKind.KMALLOC:
+                calls, latest = calls + 1, record.size
+        rows.append((index + 1, calls, latest))
+    return rows
+
+
+EMPTY_KERNEL_PDE_TARGET = 48 * PAGE_TABLE_SPAN + 2 * PAGE_SIZE
+"""A user address at PD index 48, whose kernel PDE is empty (the kmalloc range ends at 47)."""
+
+
+def frame_entries(mm: MemoryManager, paddr: int) -> list[int]:
+    """The 64-bit entries of physical page `paddr`, read as a debugger reads RAM."""
+    data = mm.machine.memory.read(paddr, PAGE_SIZE)
+    return [int.from_bytes(data[i:i + 8], "little") for i in range(0, PAGE_SIZE, 8)]
+
+
+def user_mode_translation(mm: MemoryManager, directory: PageDirectory, vaddr: int):
+    """What a user-mode read of `vaddr` reaches under `directory`: the physical address, or
+    the PageFault it raises (on the BSP; its CR3 is restored afterwards)."""
+    mmu = mm.machine.bsp.mmu
+    saved = mmu.cr3
+    mmu.load_cr3(directory.cr3())
+    try:
+        return mmu.translate(vaddr, Access.USER)
+    except PageFault as fault:
+        return fault
+    finally:
+        mmu.load_cr3(saved)
