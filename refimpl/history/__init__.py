@@ -7,7 +7,8 @@ imports from here.
 - `range_allocator` (lesson 01, cd5faf4e425): Range and RangeAllocator, before the rename.
 - `kresult` (lesson 02, 79fa9765ca8): KResult and KResultOr, before AK::Error and ErrorOr.
 - `page_table_map` (lesson 03, 24ecf1d0218): PageDirectory::m_page_tables and the ensure_pte()
-  that reentered itself through kmalloc.
+  whose PD window a nested kmalloc -> heap expansion -> MM.pte() moved.
 - `identity_mapping` (lesson 04, cdab5b20916): the generic identity-mapping API and the
-  identity range allocator in every PageDirectory.
+  identity range allocator in every PageDirectory, and the design at the commit itself (the
+  kernel range allocator kept, the trampoline unmapped without deallocating its range).
 """

@@ -120,6 +120,12 @@ class MemoryManagerWithPageTableMap(MemoryManager):
 
     @fallible
     def ensure_pte(self, directory: PageDirectoryWithPageTables, vaddr: int):
+        """The PTE for `vaddr`, creating its page table if needed: ErrorOr[PageTableEntry].
+
+        A new page table is owned by `directory.m_page_tables`, which holds its one reference
+        until release_pte() takes it out. Inserting into the map may kmalloc, and kmalloc may
+        expand the heap and retarget the PD window under our feet.
+        """
         self._verify_reachable(directory, vaddr)
         layout = self.layout
         pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
@@ -139,6 +145,9 @@ class MemoryManagerWithPageTableMap(MemoryManager):
 
     def release_pte(self, directory: PageDirectoryWithPageTables, vaddr: int,
                     is_last_pte: bool) -> None:
+        """Clear the PTE for `vaddr`. On the last PTE of a run (or the table's last slot), free
+        the page table if it is now empty: clear the PDE, then take the table out of
+        m_page_tables, which drops the last reference. The caller flushes the TLB."""
         self._verify_reachable(directory, vaddr)
         layout = self.layout
         pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
