@@ -26,10 +26,10 @@ def test_the_ap_boot_timeline_shows_each_ap_dropping_0x8000_and_a_bsp_only_unmap
                          (MemoryManagerWithIdentityRegions, boot_aps_before)):
         steps = record_ap_boot(kernel(Machine(X86_64, ram_size=16 * MiB, cpu_count=3)), boot)
         labels = [step.label for step in steps]
-        assert labels.index("BSP writes the trampoline") < labels.index("AP 1: in init_ap")
+        assert labels.index("BSP copies trampoline") < labels.index("AP 1: init_ap")
         for ap in (1, 2):
             cached = [step.label for step in steps if ap in step.caching]
-            assert cached == [f"AP {ap}: ran at 0x8040, far jump"]
+            assert cached == [f"AP {ap}: runs at 0x8040"]
         unmap = labels.index("BSP unmaps 0x8000")
         assert not steps[unmap].smp_enabled and not steps[unmap].caching
         assert steps[unmap - 1].caching == {0}

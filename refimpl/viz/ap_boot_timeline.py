@@ -55,14 +55,14 @@ def _label(kind: str, function: str, cpu: int, ap: int, cr3_loads: int) -> str:
     """The step an event stands for, or "" for events the figure leaves out."""
     if function == "MMU.load_cr3" and cpu != 0:
         if kind == "return" and cr3_loads == 0:
-            return f"AP {cpu}: CR3 loaded, paging on"
+            return f"AP {cpu}: paging on"
         if kind == "call" and cr3_loads == 1:
-            return f"AP {cpu}: ran at 0x8040, far jump"
+            return f"AP {cpu}: runs at 0x8040"
         if kind == "return":
-            return f"AP {cpu}: CR3 reloaded"
+            return f"AP {cpu}: reloads CR3"
     labels = {("return", "create_identity_mapped_region"): "BSP maps 0x8000",
-              ("return", "copy_trampoline"): "BSP writes the trampoline",
-              ("return", "start_ap"): f"AP {ap}: in init_ap",
+              ("return", "copy_trampoline"): "BSP copies trampoline",
+              ("return", "start_ap"): f"AP {ap}: init_ap",
               ("return", "Region.destroy"): "BSP unmaps 0x8000",
               ("return", "smp_enable"): "smp_enable()"}
     return labels.get((kind, function), "")
@@ -74,7 +74,7 @@ def plot_ap_boot_timeline(steps: list[BootStep], cpu_count: int):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    figure, axes = plt.subplots(figsize=(11, 4.4), layout="constrained")
+    figure, axes = plt.subplots(figsize=(10, 4.4), layout="constrained")
     for column, step in enumerate(steps):
         for cpu in range(cpu_count):
             cached = cpu in step.caching
@@ -89,7 +89,7 @@ def plot_ap_boot_timeline(steps: list[BootStep], cpu_count: int):
              [f"CPU {cpu} (AP)" for cpu in range(1, cpu_count)],
              xticks=range(len(steps)), title="Who caches a translation of 0x8000 during AP boot",
              xlabel="step of boot_aps", ylabel="CPU")
-    axes.set_xticklabels([step.label for step in steps], rotation=40, ha="right", fontsize=8)
+    axes.set_xticklabels([step.label for step in steps], rotation=40, ha="right", fontsize=9)
     axes.legend(handles=[Patch(color="#e67e22", label="TLB holds 0x8000"),
                          Patch(color="#eaeded", label="no 0x8000 entry"),
                          plt.Line2D([], [], marker="o", color="#1b2631", linestyle="",
