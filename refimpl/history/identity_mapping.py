@@ -15,8 +15,8 @@ Before the commit (`MemoryManagerWithIdentityRegions`, `boot_aps`):
 
 At the commit (`MemoryManagerWithKernelRangeAllocator`, `boot_aps_at_cdab5b20916`): the identity
 allocator and the API are gone, the AP boot code builds its region with the range set directly,
-and the ordinary `range_allocator` stays in every PageDirectory (until 02a95a196f0 for user
-directories and e8f543c3908 for the kernel's, April 2022). So the new code had one thing to get
+and the ordinary `range_allocator` stays in every PageDirectory (processes stopped using it in
+02a95a196f0, and e8f543c3908 removed it, April 2022). So the new code had one thing to get
 right: unmap the region *without* giving [0x8000, +4 KiB) to the kernel's range allocator,
 which never owned it (`ShouldDeallocateVirtualMemoryVirtualRange::No`). Handing it over anyway
 fails the allocator's `VERIFY(m_total_range.contains(range))`: a panic at boot.

@@ -4,9 +4,11 @@ An AP starts in real mode at the physical address the STARTUP IPI names: vector 
 0x8000. The kernel copies its trampoline (`apic_ap_start`) there, together with the values the AP
 needs: the kernel's CR3 and where to continue. The AP reads them, enables paging with that CR3,
 and is *still executing at 0x8000* when paging comes on, so for that moment virtual 0x8000 must
-map physical 0x8000: an identity mapping. Then it far-jumps out of the identity page and, first
-thing, reloads CR3 ("flush the TLB" in Kernel/Arch/x86/x86_64/Boot/ap_setup.S), which drops its
-0x8000 translation, and continues into the kernel (`init_ap`).
+map physical 0x8000: an identity mapping. Then it far-jumps to the kernel's high-half mapping
+of the same page and, first thing, reloads CR3 ("flush the TLB" in
+Kernel/Arch/x86/x86_64/Boot/ap_setup.S), which drops its 0x8000 translation, and continues into
+the kernel (`init_ap`). The simulation has no high-half alias of low memory: after the reload
+its AP goes straight to `init_ap`.
 
 This is the only identity mapping the kernel needs, so since cdab5b20916 the AP boot code makes
 it itself: a region over the physical page at 0x8000, given the range [0x8000, +4 KiB) directly
