@@ -83,7 +83,7 @@ MISTAKES = {
     "03-find-reentrancy": (("return index", "return index - 1"), "the window moves at step"),
     "04-identity-map": (("| Region.Access.EXECUTE", ""), "faults"),
     "04-unmap-everywhere": (("region.destroy()", "region.unmap(should_flush_tlb=False); "
-                             "mm.flush_tlb_local(region.vaddr()); region.destroy()"),
+                             "region.destroy()"),
                             "through a stale TLB entry"),
     "04-boot-aps": (("    region.destroy()\n", ""), "still translates"),
     "05-find-stale": (("if step.cache_region and step.live.get(step.cache_region) != "

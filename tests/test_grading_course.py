@@ -25,8 +25,7 @@ MISTAKES = {
     "missing-unref": ("03-release-pte", "mm.get_physical_page_entry(pde.page_table_base()).unref()",
                       "pass", "is live but no PDE points at it"),
     "forgotten-invlpg": ("04-unmap-everywhere", "region.destroy()",
-                         "region.unmap(should_flush_tlb=False); "
-                         "mm.flush_tlb_local(region.vaddr()); region.destroy()",
+                         "region.unmap(should_flush_tlb=False); region.destroy()",
                          "through a stale TLB entry"),
     "dangling-cache": ("05-take-region", "        space.region_lookup_cache.region = 0\n",
                        "        pass\n", "a region you took out of the tree"),

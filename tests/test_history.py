@@ -13,16 +13,20 @@ from refimpl.ak import MUST, Errno, KernelPanic
 from refimpl.history.identity_mapping import (MemoryManagerWithIdentityRegions,
                                               page_directory_heap_cost)
 from refimpl.history.identity_mapping import boot_aps as boot_aps_before
+from refimpl.history.identity_mapping import (MemoryManagerWithKernelRangeAllocator,
+                                              boot_aps_at_cdab5b20916)
 from refimpl.history.kresult import KResult, KResultOr, KSuccess
-from refimpl.history.page_table_map import (REENTRANCY_TARGET, MemoryManagerWithPageTableMap,
-                                            prepare_reentrancy)
+from refimpl.history.page_table_map import (REENTRANCY_TARGET, HashMap,
+                                            MemoryManagerWithPageTableMap, prepare_reentrancy)
 from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, RENAMES, Range,
                                              RangeAllocator, compare_with_modern,
                                              rename_whole_identifiers, search_and_replace)
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault, trace_walk
 from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager,
-                            VirtualRange, VirtualRangeAllocator, boot_aps)
+                            boot_aps,
+                            create_identity_mapped_region)
 from refimpl.kernel.invariants import page_table_refcount_violations
+from refimpl.viz.call_chain import record_call_chain
 
 PAGE = 4096
 PRIVATE_ANONYMOUS = after_syscalls.MAP_PRIVATE | after_syscalls.MAP_ANONYMOUS
@@ -171,6 +175,62 @@ def test_the_hash_map_makes_ensure_pte_write_a_user_mapping_into_a_kernel_page_t
     assert walk.physical_address not in [p.paddr() for p in mm.kmalloc_heap.subheaps[-1].pages]
 
 
+def test_the_nested_call_is_pte_on_the_kernel_directory_as_at_24ecf1d0218_parent():
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap)
+    _, events = record_call_chain(lambda: region.map(space.page_directory),
+                                  ["MemoryManagerWithPageTableMap.ensure_pte", "MemoryManager.pte",
+                                   "HashMap.try_rehash", "KmallocHeap.try_expand"])
+    calls = [e.function for e in events if e.kind == "call"]
+    assert calls[:3] == ["MemoryManagerWithPageTableMap.ensure_pte", "HashMap.try_rehash",
+                         "KmallocHeap.try_expand"]
+    assert set(calls[3:]) == {"MemoryManager.pte"}  # never ensure_pte: the tables exist
+
+
+def test_the_hash_map_grows_at_60_percent_like_ak_hash_table():
+    mm = MemoryManagerWithPageTableMap(Machine(X86_64, ram_size=16 * MiB))
+    table = HashMap(mm)
+    grew_at, sizes = [], []
+    for n in range(1, 41):
+        with mm.allocations.record() as log:
+            table.set(n, None)
+        if log:
+            grew_at.append(n)
+            sizes += [record.size for record in log]
+    assert grew_at == [1, 3, 5, 10, 20, 39]
+    assert sizes[:3] == [5 * 24, 9 * 24, 17 * 24]  # capacity + 1 buckets of 24 bytes
+
+
+def test_boot_page_tables_are_not_in_the_kernels_map():
+    mm = MemoryManagerWithPageTableMap(Machine(X86_64, ram_size=16 * MiB))
+    kernel = mm.kernel_page_directory()
+    assert mm.layout.kernel_load_base & ~(2 * MiB - 1) not in kernel.m_page_tables
+    assert mm.layout.kmalloc_range_base in kernel.m_page_tables
+
+
+def test_at_a_pd_index_with_an_empty_kernel_pde_the_stray_pte_lands_in_frame_0():
+    target = 48 * 2 * MiB + 2 * PAGE  # PD index 48: just past the kmalloc range
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap, target)
+    frame_0 = bytes(mm.machine.memory.read(0, PAGE))
+    MUST(region.map(space.page_directory))
+    entry = int.from_bytes(mm.machine.memory.read(2 * 8, 8), "little")
+    assert bytes(mm.machine.memory.read(0, PAGE)) != frame_0
+    assert entry & ~0xFFF & ((1 << 52) - 1) == region.physical_page(0).paddr()
+    assert trace_walk(mm.machine.memory, space.page_directory.cr3(), target).faulted
+
+
+def test_the_stray_pte_is_user_readable():
+    mm, space, region = prepare_reentrancy(MemoryManagerWithPageTableMap)
+    MUST(region.map(space.page_directory))
+    mmu = mm.machine.bsp.mmu
+    mmu.load_cr3(space.page_directory.cr3())
+    heap = mm.layout.kmalloc_range_base
+    assert mmu.translate(heap + 2 * PAGE, Access.USER) == region.physical_page(0).paddr()
+    with pytest.raises(PageFault) as fault:
+        mmu.translate(heap + 3 * PAGE, Access.USER)  # its neighbour: supervisor-only
+    assert fault.value.error_code == 0x5
+    mmu.load_cr3(mm.kernel_page_directory().cr3())
+
+
 def test_without_the_hash_map_the_same_mapping_is_clean_and_allocates_nothing():
     mm, space, region = prepare_reentrancy(MemoryManager)
     with mm.allocations.record() as log:
@@ -195,13 +255,14 @@ def test_the_hash_map_owns_page_tables_and_release_pte_frees_them():
 
 # Lesson 04 -------------------------------------------------------------------------------------
 
-def test_both_designs_boot_the_aps_and_leave_no_identity_mapping():
+def test_all_three_designs_boot_the_aps_and_leave_no_identity_mapping():
     for kernel, boot in ((MemoryManagerWithIdentityRegions, boot_aps_before),
+                         (MemoryManagerWithKernelRangeAllocator, boot_aps_at_cdab5b20916),
                          (MemoryManager, boot_aps)):
         mm = kernel(Machine(X86_64, ram_size=16 * MiB, cpu_count=3))
         free = mm.free_physical_pages()
         MUST(boot(mm))
-        assert all(cpu.online for cpu in mm.machine.cpus)
+        assert all(cpu.online for cpu in mm.machine.cpus) and mm.smp_enabled
         for cpu in mm.machine.cpus:
             with pytest.raises(PageFault):
                 cpu.mmu.translate(0x8000, Access.EXECUTE)
@@ -218,6 +279,24 @@ def test_the_identity_range_goes_back_to_the_identity_allocator():
     assert kernel.identity_range_allocator.available_ranges() == identity
 
 
-def test_every_page_directory_paid_for_two_allocators():
-    assert page_directory_heap_cost(MemoryManagerWithIdentityRegions) == \
-        page_directory_heap_cost(MemoryManager) + 128  # two 48-byte members, 64-byte chunks
+def test_after_the_commit_the_kernel_allocator_never_sees_the_identity_range():
+    mm = MemoryManagerWithKernelRangeAllocator(Machine(X86_64, ram_size=16 * MiB, cpu_count=2))
+    allocator = mm.kernel_page_directory().range_allocator
+    free = allocator.available_ranges()
+    MUST(boot_aps_at_cdab5b20916(mm))
+    assert allocator.available_ranges() == free
+    assert not hasattr(mm.kernel_page_directory(), "identity_range_allocator")
+
+
+def test_giving_the_identity_range_to_the_kernel_allocator_panics():
+    mm = MemoryManagerWithKernelRangeAllocator(Machine(X86_64, ram_size=16 * MiB, cpu_count=2))
+    region = MUST(create_identity_mapped_region(mm, 0x8000, 4096))
+    with pytest.raises(KernelPanic, match="outside"):
+        mm.unmap_kernel_region(region)  # ShouldDeallocateVirtualMemoryVirtualRange::Yes
+
+
+def test_the_commit_removed_one_allocator_member_from_every_page_directory():
+    before = page_directory_heap_cost(MemoryManagerWithIdentityRegions)
+    at_commit = page_directory_heap_cost(MemoryManagerWithKernelRangeAllocator)
+    assert before - at_commit == 64  # one 48-byte member, in 64-byte kmalloc chunks
+    assert at_commit - page_directory_heap_cost(MemoryManager) == 64  # the other, in 2022

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from refimpl.ak import MUST, KernelPanic
 from refimpl.hw import I686_PAE, X86_64, Access, Machine, MiB, PageFault
 from refimpl.kernel import (AllocationKind, MemoryManager, PageDirectory, PagePurpose,
-                            PhysicalAddress)
+                            PhysicalAddress, boot_aps)
 from refimpl.kernel.invariants import (KernelSnapshot, page_table_refcount_violations,
                                        physical_page_violations)
 from tests.kernel_helpers import map_user_page, sweep_allocation_failures, unmap_user_page
@@ -183,6 +183,7 @@ def test_refcounts_match_pdes_and_everything_is_returned(operations):
 
 
 def test_tlb_coherence_across_cpus_after_remap(mm):
+    MUST(boot_aps(mm))  # flush_tlb sends IPIs only once SMP is enabled
     directory = MUST(PageDirectory.try_create_for_userspace(mm))
     old = map_user_page(mm, directory, 0x400000)
     new = MUST(mm.allocate_physical_page(purpose=PagePurpose.USER))

@@ -8,9 +8,10 @@ imports from here.
   (Optional results, a linear walk for specific ranges), and the rename itself.
 - `kresult` (lesson 02, 79fa9765ca8): KResult and KResultOr, before AK::Error and ErrorOr.
 - `page_table_map` (lesson 03, 24ecf1d0218): PageDirectory::m_page_tables and the ensure_pte()
-  that reentered itself through kmalloc.
+  whose PD window a nested kmalloc -> heap expansion -> MM.pte() moved.
 - `identity_mapping` (lesson 04, cdab5b20916): the generic identity-mapping API and the
-  identity range allocator in every PageDirectory.
+  identity range allocator in every PageDirectory, and the design at the commit itself (the
+  kernel range allocator kept, the trampoline unmapped without deallocating its range).
 - `region_lookup_cache` (lesson 05, 4fa3c1bf2dd): the one-entry region lookup cache, as a raw
   pointer that exec left dangling (2020), then a WeakPtr; `region_lookup_cost` measures what it
   saved over a list and over a tree.

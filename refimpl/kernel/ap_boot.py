@@ -1,16 +1,22 @@
-"""Bringing up the application processors (Kernel/Interrupts/APIC.cpp, do_boot_aps).
+"""Bringing up the application processors (Kernel/Interrupts/APIC.cpp, boot_aps/do_boot_aps).
 
 An AP starts in real mode at the physical address the STARTUP IPI names: vector 0x08, i.e.
 0x8000. The kernel copies its trampoline (`apic_ap_start`) there, together with the values the AP
 needs: the kernel's CR3 and where to continue. The AP reads them, enables paging with that CR3,
 and is *still executing at 0x8000* when paging comes on, so for that moment virtual 0x8000 must
-map physical 0x8000: an identity mapping. Then it jumps to its high kernel address (`init_ap`).
+map physical 0x8000: an identity mapping. Then it far-jumps to the kernel's high-half mapping
+of the same page and, first thing, reloads CR3 ("flush the TLB" in
+Kernel/Arch/x86/x86_64/Boot/ap_setup.S), which drops its 0x8000 translation, and continues into
+the kernel (`init_ap`). The simulation has no high-half alias of low memory: after the reload
+its AP goes straight to `init_ap`.
 
 This is the only identity mapping the kernel needs, so since cdab5b20916 the AP boot code makes
 it itself: a region over the physical page at 0x8000, given the range [0x8000, +4 KiB) directly
-(no allocator owns low memory), mapped in the kernel page directory, and unmapped, with the TLBs
-of every CPU flushed, once all APs are up. Lesson 04 contrasts this with the generic
-identity-mapping API and per-directory allocator it replaced.
+(no allocator owns low memory), mapped in the kernel page directory, and unmapped once all APs
+are up. That unmap flushes the BSP's TLB only: SMP (and with it every TLB-shootdown IPI) is
+enabled after the APs are booted, on purpose (APIC::boot_aps). No AP needs the IPI, because its
+trampoline already reloaded CR3. Lesson 04 contrasts this with the generic identity-mapping API
+and per-directory allocator it replaced (refimpl.history.identity_mapping).
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ def create_identity_mapped_region(mm: MemoryManager, paddr: int, size: int):
 
 def start_ap(mm: MemoryManager, cpu: CPU, trampoline: int = AP_BOOT_TRAMPOLINE) -> None:
     """What one AP does after INIT and STARTUP: run the trampoline at `trampoline`, turn paging
-    on, and jump into the kernel. Raises PageFault if a fetch does not translate."""
+    on, leave the identity page, reload CR3 and jump into the kernel. Raises PageFault if a
+    fetch does not translate."""
     machine = mm.machine
     previous, machine.current_cpu = machine.current_cpu, cpu
     try:
@@ -63,7 +70,8 @@ def start_ap(mm: MemoryManager, cpu: CPU, trampoline: int = AP_BOOT_TRAMPOLINE) 
         entry = int.from_bytes(cpu.load(trampoline + ENTRY_VARIABLE, 8), "little")
         cpu.enable_paging(cr3)
         cpu.load(trampoline + AFTER_PAGING_ON, 8, Access.EXECUTE)  # still running at 0x8000
-        cpu.load(entry, 8, Access.EXECUTE)  # the far jump to init_ap
+        cpu.mmu.load_cr3(cpu.mmu.cr3)  # after the far jump: "flush the TLB" (0x8000 goes)
+        cpu.load(entry, 8, Access.EXECUTE)  # init_ap
         cpu.online = True
     finally:
         machine.current_cpu = previous
@@ -81,9 +89,15 @@ def copy_trampoline(mm: MemoryManager) -> None:
               (layout.kernel_text + INIT_AP).to_bytes(8, "little"))
 
 
+def smp_enable(mm: MemoryManager) -> None:
+    """Processor::smp_enable: from now on `flush_tlb` may send TLB-shootdown IPIs."""
+    mm.smp_enabled = True
+
+
 @fallible
 def boot_aps(mm: MemoryManager):
-    """Start every AP: map the trampoline page, fill it in, start each AP, unmap it."""
+    """APIC::boot_aps: map the trampoline page, fill it in, start each AP, unmap the page (a
+    flush of the BSP only: SMP is not enabled yet), then enable SMP."""
     aps = [cpu for cpu in mm.machine.aps if not cpu.online]
     if not aps:
         return None
@@ -95,5 +109,6 @@ def boot_aps(mm: MemoryManager):
     except PageFault as fault:
         identity.destroy()
         raise KernelPanic(f"AP {cpu.id} did not come online: {fault}") from None
-    identity.destroy()  # unmaps it and flushes the TLB of every CPU (kernel directory)
+    identity.destroy()  # each AP's trampoline reloaded CR3: only the BSP can still hold 0x8000
+    smp_enable(mm)
     return None

@@ -258,19 +258,34 @@ class MemoryManager:
 
     # TLB -------------------------------------------------------------------------------------------
 
+    smp_enabled = False
+    """Processor::s_smp_enabled: set once by `smp_enable()` (refimpl.kernel.ap_boot) after the
+    APs are up. Until then no TLB-flush IPI is sent."""
+
     def flush_tlb_local(self, vaddr: int, page_count: int = 1) -> None:
+        """`invlpg` each page on the current CPU only."""
         mmu = self.current_cpu().mmu
         for page in range(page_count):
             mmu.invlpg(vaddr + page * PAGE_SIZE)
 
     def flush_tlb(self, directory: PageDirectory, vaddr: int, page_count: int = 1) -> None:
-        """Invalidate on every CPU that may cache these pages: all CPUs for the kernel
-        directory (its mappings are in every address space), else the CPUs running
-        `directory` (a TLB shootdown by IPI on real hardware)."""
-        for cpu in self.machine.cpus:
-            if directory.is_kernel() or cpu.mmu.cr3 == directory.cr3():
-                for page in range(page_count):
-                    cpu.mmu.invlpg(vaddr + page * PAGE_SIZE)
+        """Processor::flush_tlb: decide by the *address*, not by the directory.
+
+        Once SMP is enabled, a kernel address (mapped in every address space) or a user address
+        of a process with threads on other CPUs is broadcast to every CPU (a TLB-shootdown IPI);
+        otherwise only this CPU is flushed. Before `smp_enable()` nothing is broadcast, so an
+        AP keeps whatever it cached. The simulation has no processes: "threads on other CPUs"
+        is read as "another CPU has this directory in CR3"."""
+        is_user = self.layout.is_user_address(vaddr)
+        current = self.current_cpu()
+        others = [cpu for cpu in self.machine.cpus if cpu is not current and cpu.online]
+        if self.smp_enabled and (not is_user or any(cpu.mmu.cr3 == directory.cr3()
+                                                    for cpu in others)):
+            for cpu in others:  # the IPI handler: a user flush for another CR3 is skipped
+                if not is_user or cpu.mmu.cr3 == directory.cr3():
+                    for page in range(page_count):
+                        cpu.mmu.invlpg(vaddr + page * PAGE_SIZE)
+        self.flush_tlb_local(vaddr, page_count)
 
     # The kernel heap -------------------------------------------------------------------------------
 

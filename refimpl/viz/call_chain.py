@@ -152,7 +152,8 @@ class CallChainStepper(widgets.VBox):
     def __init__(self, events: list[ChainEvent]) -> None:
         self.model = CallChainModel(events)
         self.slider = widgets.IntSlider(value=0, min=0, max=len(events) - 1, description="step",
-                                        continuous_update=True)
+                                        continuous_update=True,
+                                        layout=widgets.Layout(width="95%"))
         self.output = widgets.HTML()
         self.slider.observe(self._changed, names="value")
         super().__init__([self.slider, self.output])

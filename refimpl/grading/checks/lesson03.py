@@ -100,7 +100,7 @@ def check_release_pte(release_pte, hidden=False):
 
 FIND_WATCH = ["Region.map", "MemoryManagerWithPageTableMap.ensure_pte",
               "MemoryManager.quickmap_pd", "MemoryManager.quickmap_pt",
-              "MemoryManager.allocate_physical_page", "HashMap.set", "HashMap._grow",
+              "MemoryManager.allocate_physical_page", "HashMap.set", "HashMap.try_rehash",
               "KmallocHeap.kmalloc", "KmallocHeap.try_expand"]
 
 

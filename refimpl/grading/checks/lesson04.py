@@ -7,7 +7,8 @@ from refimpl.grading.checks.common import call, expect_error, expect_value, fres
 from refimpl.grading.exercises import CheckFailed, exercise
 from refimpl.hw import Access, PageFault
 from refimpl.kernel import (AP_BOOT_TRAMPOLINE, AllocationKind, MemoryManager, Region,
-                            VirtualRange, create_identity_mapped_region)
+                            VirtualRange, create_identity_mapped_region, start_ap)
+from refimpl.kernel.ap_boot import copy_trampoline
 from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.invariants import (KernelSnapshot, page_table_refcount_violations,
                                        physical_page_violations)
@@ -38,16 +39,17 @@ def check_identity_map(identity_map, hidden=False):
 
 
 def _warm_up_aps(cpu_count: int) -> tuple[MemoryManager, Region]:
-    """APs booted, with the identity mapping still in every CPU's TLB."""
+    """APs started through the trampoline, the identity mapping still in place. Each AP's
+    trampoline reloaded CR3, so only the BSP (which wrote the trampoline) caches 0x8000."""
     mm = fresh_kernel(cpus=cpu_count)
     region = MUST(create_identity_mapped_region(mm, AP_BOOT_TRAMPOLINE, PAGE_SIZE))
-    for cpu in mm.machine.cpus:
-        cpu.enable_paging(mm.kernel_page_directory().cr3())
-        cpu.mmu.translate(AP_BOOT_TRAMPOLINE, Access.EXECUTE)
+    copy_trampoline(mm)
+    for cpu in mm.machine.aps:
+        start_ap(mm, cpu)
     return mm, region
 
 
-@exercise("04-unmap-everywhere", "Remove the identity mapping from every CPU", 2,
+@exercise("04-unmap-everywhere", "Take the identity mapping down", 2,
           "remove_identity_mapping")
 def check_unmap_everywhere(remove_identity_mapping, hidden=False):
     for cpu_count in (2, 4) if not hidden else (3, 5, 8):
@@ -62,8 +64,8 @@ def check_unmap_everywhere(remove_identity_mapping, hidden=False):
                 continue
             stale = AP_BOOT_TRAMPOLINE >> 12 in cpu.mmu.tlb
             raise CheckFailed(f"{case}: CPU {cpu.id} still translates 0x8000"
-                              + (" through a stale TLB entry: flush every CPU, not only the "
-                                 "current one" if stale else ""))
+                              + (" through a stale TLB entry: flush this CPU's TLB after "
+                                 "clearing the PTE" if stale else ""))
         if mm.free_physical_pages() != free + 1:
             raise CheckFailed(f"{case}: the page table for 0x8000 was not given back (free "
                               f"pages {mm.free_physical_pages()}, expected {free + 1})")
