@@ -46,12 +46,17 @@ def test_serenity_links_name_full_commits_and_lines(notebook):
         f"{notebook.name}: no SerenityOS file is linked at a line"
 
 
-@pytest.mark.parametrize("name", ["00-the-machine", "01-ranges-of-virtual-memory", "02-errors"])
+LESSONS = sorted(path.stem for path in NOTEBOOKS if path.name[:2].isdigit())
+
+
+@pytest.mark.parametrize("name", LESSONS)
 def test_a_lesson_links_its_exercises_and_the_next_lesson(name):
     found = links(COURSE / f"{name}.ipynb")
-    assert f"../exercises/{name}.ipynb" in found
-    number = int(name[:2])
-    assert any(link.startswith(f"{number + 1:02d}-") for link in found)
+    if (COURSE.parent / "exercises" / f"{name}.ipynb").exists():
+        assert f"../exercises/{name}.ipynb" in found
+    following = f"{int(name[:2]) + 1:02d}-"
+    if any(other.startswith(following) for other in LESSONS + sorted(BEING_WRITTEN)):
+        assert any(link.startswith(following) for link in found)
     assert any(link.startswith(GITHUB) for link in found)
 
 
@@ -60,6 +65,6 @@ def test_the_index_links_every_lesson_and_its_exercises():
     lessons = sorted(path.name for path in NOTEBOOKS if path.name[:2].isdigit())
     for lesson in lessons:
         assert lesson in found
-        if int(lesson[:2]) <= 4:
+        if (COURSE.parent / "exercises" / lesson).exists():
             assert f"../exercises/{lesson}" in found
     assert BEING_WRITTEN <= set(found)

@@ -22,8 +22,7 @@ from refimpl.history.range_allocator import (KERNEL_IDENTIFIERS_WITH_RANGE, RENA
                                              RangeAllocator, compare_with_modern,
                                              rename_whole_identifiers, search_and_replace)
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault, trace_walk
-from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager,
-                            boot_aps,
+from refimpl.kernel import (AddressSpace, AllocationKind, MemoryManager, boot_aps,
                             create_identity_mapped_region)
 from refimpl.kernel.invariants import page_table_refcount_violations
 from refimpl.viz.call_chain import record_call_chain
