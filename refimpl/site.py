@@ -15,6 +15,7 @@ loads is relative, so the folder can be moved, zipped or opened on another machi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -30,9 +31,12 @@ import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
-# The widget renderer must speak the protocol of the installed ipywidgets: 8.x <-> html-manager 1.x.
-HTML_MANAGER = {8: "@jupyter-widgets/html-manager@1.0.15"}
-REQUIREJS = "requirejs@2.3.8"
+# The two scripts the pages load, as npm packages pinned by their tarball's SHA-256. The widget
+# renderer must speak the protocol of the installed ipywidgets: 8.x <-> html-manager 1.x.
+REQUIREJS = ("requirejs@2.3.8",
+             "777158e89275e16bd51aec3ef714fbcb5dc45789e7078659933bc814916d7dec")
+HTML_MANAGER = {8: ("@jupyter-widgets/html-manager@1.0.15",
+                    "2b9d65cb7913e1c7d671757a10008b32c9c2448d4429513371e55c07d6107638")}
 STATIC = "_static"
 MARKER = ".refimpl-site"  # says a folder is a site we built, so a rebuild may replace it
 
@@ -61,9 +65,9 @@ LESSON_NOTE = """> **A static copy of the course**{index}. The code ran when the
 > moving a slider does not redraw what depends on it. To run the lessons and do the exercises,
 > clone the repository and run `python3 run.py course`."""
 
-EXERCISE_NOTE = """> **A read-only copy of these exercises** ([course index](../course/index.ipynb)). They are
-> shown as handed out, not run. To do them (each answer is checked as you go), clone the
-> repository and run `python3 run.py course`."""
+EXERCISE_NOTE = """> **A read-only copy of these exercises** ([index](../course/index.ipynb)).
+> They are shown as handed out, not run. To do them (each answer is checked as you go), clone
+> the repository and run `python3 run.py course`."""
 
 
 def site_path(notebook: Path, root: Path) -> PurePosixPath:
@@ -123,20 +127,22 @@ def markdown_with_math(notebook: Path) -> list[str]:
     return found
 
 
-def npm_package(spec: str, cache: Path) -> Path:
-    """The npm tarball for `spec` ("name@version"), fetched with `npm pack` the first time only."""
+def npm_package(package: tuple[str, str], cache: Path) -> Path:
+    """The npm tarball of `package` (spec, SHA-256), fetched with `npm pack` the first time only."""
+    spec, sha256 = package
     tarball = cache / (spec.lstrip("@").replace("/", "-").replace("@", "-") + ".tgz")
-    if tarball.exists():
-        return tarball
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError(f"building the site needs npm once, to fetch {spec} "
-                           "(Debian: apt-get install npm); later builds reuse the download")
-    cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([npm, "pack", "--silent", spec, "--pack-destination", str(cache)],
-                   check=True, stdout=subprocess.DEVNULL)
     if not tarball.exists():
-        raise RuntimeError(f"`npm pack {spec}` did not write {tarball}")
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(f"building the site needs npm once, to fetch {spec} "
+                               "(Debian: apt-get install npm); later builds reuse the download")
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "pack", "--silent", spec, "--pack-destination", str(cache)],
+                       check=True, stdout=subprocess.DEVNULL)
+    if hashlib.sha256(tarball.read_bytes()).hexdigest() != sha256:
+        tarball.unlink()
+        raise RuntimeError(f"{spec} from npm is not the tarball this site was checked with "
+                           f"(SHA-256 {sha256}); deleted it from {cache}")
     return tarball
 
 
@@ -162,10 +168,9 @@ def install_scripts(static: Path, cache: Path) -> tuple[str, str]:
                            f"add its @jupyter-widgets/html-manager version to HTML_MANAGER")
     extract(npm_package(REQUIREJS, cache), re.compile(r"require\.js"), static)
     # embed-amd.js finds its fonts beside itself; the other bundles and source maps aren't used.
-    renderer = re.compile(r"LICENSE|dist/(embed-amd\.js|embed\.js\.LICENSE\.txt"
+    renderer = re.compile(r"dist/(embed-amd\.js|embed\.js\.LICENSE\.txt"
                           r"|[0-9a-f]+\.(woff2?|ttf|eot|svg))")
-    if not extract(npm_package(HTML_MANAGER[major], cache), renderer, static / "html-manager"):
-        raise RuntimeError(f"{HTML_MANAGER[major]} has no dist/embed-amd.js")
+    extract(npm_package(HTML_MANAGER[major], cache), renderer, static / "html-manager")
     return f"{STATIC}/require.js", f"{STATIC}/html-manager/embed-amd.js"
 
 
@@ -204,26 +209,17 @@ def prepared(notebook: Path, root: Path, timeout: int) -> nbformat.NotebookNode:
     return nb
 
 
-def clear_output_folder(out: Path) -> None:
-    """Empty `out` for a new build, but only if it is missing, empty, or a site built here."""
+def check_replaceable(out: Path) -> None:
+    """A build replaces `out`: only if it is missing, empty, or a site built here."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise RuntimeError(f"{out} is not empty and is not a site built by this command: "
                            "choose another --out")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (out / MARKER).write_text("built by `python3 run.py site`; a rebuild replaces this folder\n")
 
 
-def build_site(root: Path, out: Path, cache: Path, timeout: int = 300) -> dict[Path, Path]:
-    """Build the site of the course at `root` into `out`; the page written for each notebook."""
-    site = pages(root)
-    for notebook in site:
-        if math := markdown_with_math(notebook):
-            print(f"warning: {notebook.name} uses LaTeX ({math[0]!r}), which shows as typed: "
-                  "the site has no MathJax", file=sys.stderr)
-    clear_output_folder(out)
-    require_js, widget_renderer = install_scripts(out / STATIC, cache)
-    written = {}
+def write_pages(root: Path, site: dict[Path, PurePosixPath], folder: Path, cache: Path,
+                timeout: int) -> None:
+    """Each notebook of `site` as its page in `folder`, with the scripts the pages load."""
+    require_js, widget_renderer = install_scripts(folder / STATIC, cache)
     for notebook, page in site.items():
         started = time.monotonic()
         try:
@@ -235,11 +231,28 @@ def build_site(root: Path, out: Path, cache: Path, timeout: int = 300) -> dict[P
         for link in unresolved:
             print(f"warning: {notebook.name} links to {link}, which is not in the site",
                   file=sys.stderr)
-        written[notebook] = out / page
-        written[notebook].parent.mkdir(parents=True, exist_ok=True)
-        written[notebook].write_text(html, encoding="utf-8")
+        (folder / page).parent.mkdir(parents=True, exist_ok=True)
+        (folder / page).write_text(html, encoding="utf-8")
         print(f"{page}  ({time.monotonic() - started:.1f} s)", flush=True)
-    return written
+
+
+def build_site(root: Path, out: Path, cache: Path, timeout: int = 300) -> None:
+    """Build the site of the course at `root` into `out`, replacing what is there when done."""
+    check_replaceable(out)
+    site = pages(root)
+    for notebook in site:
+        if math := markdown_with_math(notebook):
+            print(f"warning: {notebook.name} uses LaTeX ({math[0]!r}), which shows as typed: "
+                  "the site has no MathJax", file=sys.stderr)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        write_pages(root, site, partial, cache, timeout)
+        (partial / MARKER).write_text("built by `python3 run.py site`; a rebuild replaces it\n")
+        shutil.rmtree(out, ignore_errors=True)
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def default_cache() -> Path:
@@ -249,8 +262,8 @@ def default_cache() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m refimpl.site", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m refimpl.site",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the repository (default: the one this module is in)")
     parser.add_argument("--out", type=Path, default=None,

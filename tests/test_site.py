@@ -1,4 +1,4 @@
-"""The static site of the course (`python3 run.py site`), read from the file system in a real Chromium.
+"""The static site of the course (`python3 run.py site`), read from the file system in Chromium.
 
 The site is built once for this module, then moved: a page that still pointed into the folder
 it was built in would break. Chromium may open file:// URLs only; any other request is aborted,
@@ -18,7 +18,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from refimpl.site import markdown_with_math, rewrite_links
+import nbformat
+
+from refimpl.site import MARKER, build_site, markdown_with_math, npm_package, rewrite_links
 from run import tool_environment
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, require, sync_api
 
@@ -28,12 +30,19 @@ SCREENSHOTS = ROOT / "artifacts" / "browser" / "site"
 ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//|/)")  # a scheme, or the root of a host/disk
 
 
+CACHE = Path(tool_environment()["XDG_CACHE_HOME"]) / "refimpl-site"
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    env = tool_environment()
-    cache = Path(env["XDG_CACHE_HOME"]) / "refimpl-site"
-    require(shutil.which("npm") is not None or any(cache.glob("*.tgz")),
+def npm_or_cache() -> None:
+    """A build fetches two npm packages the first time, then keeps them in CACHE."""
+    require(shutil.which("npm") is not None or len(list(CACHE.glob("*.tgz"))) >= 2,
             "npm is missing, and building the site needs it once: sudo apt-get install npm")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, npm_or_cache: None) -> Path:
+    env = tool_environment()
     built = tmp_path_factory.mktemp("site") / "built"
     result = subprocess.run([sys.executable, "-m", "refimpl.site", "--root", str(COURSE_ROOT),
                              "--out", str(built)], env=env, capture_output=True, text=True)
@@ -132,13 +141,40 @@ def test_a_link_to_a_notebook_becomes_a_link_to_its_page(tmp_path: Path) -> None
 
 
 def test_math_is_found_outside_code_only(tmp_path: Path) -> None:
-    import nbformat
     notebook = tmp_path / "n.ipynb"
     cells = ["Costs $5 and $6; run `echo $HOME $PATH`.", "```sh\n$ make $x$\n```",
              "An area of $x^2$ and $$\\sum_i i$$."]
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)
                                                    for text in cells]), notebook)
     assert markdown_with_math(notebook) == ["$x^2$", "$$\\sum_i i$$"]
+
+
+def test_a_download_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "requirejs-2.3.8.tgz").write_bytes(b"not the real package")
+    with pytest.raises(RuntimeError, match="not the tarball"):
+        npm_package(("requirejs@2.3.8", "0" * 64), tmp_path)
+    assert not (tmp_path / "requirejs-2.3.8.tgz").exists(), "the bad download was kept"
+
+
+def test_a_folder_that_is_not_a_site_is_never_replaced(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="not a site built by this command"):
+        build_site(ROOT, tmp_path, CACHE)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_failing_cell_stops_the_build_and_keeps_the_last_site(npm_or_cache: None,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "course").mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 / 0")]),
+                   tmp_path / "course" / "00-broken.ipynb")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("")
+    with pytest.raises(RuntimeError, match=r"00-broken.ipynb: a cell failed(.|\n)*ZeroDivision"):
+        build_site(tmp_path, out, CACHE)
+    assert [path.name for path in out.iterdir()] == [MARKER], "the last site was changed"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["course", "out"]
 
 
 def test_no_lesson_needs_mathjax() -> None:
