@@ -15,6 +15,7 @@ loads is relative, so the folder can be moved, zipped or opened on another machi
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import ipywidgets
@@ -174,9 +176,9 @@ def install_scripts(static: Path, cache: Path) -> tuple[str, str]:
     return f"{STATIC}/require.js", f"{STATIC}/html-manager/embed-amd.js"
 
 
-def exporter(page: PurePosixPath, require_js: str, widget_renderer: str) -> HTMLExporter:
-    """nbconvert's lab template, loading its two scripts by URLs relative to `page`."""
-    up = os.path.relpath(".", page.parent)
+@functools.cache  # an exporter takes a second to set up; pages at one depth can share one
+def exporter(up: str, require_js: str, widget_renderer: str) -> HTMLExporter:
+    """nbconvert's lab template, loading its two scripts from `up` (the site, seen from a page)."""
     return HTMLExporter(template_name="lab", template_file="offline.html.j2",
                         extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
                         require_js_url=f"{up}/{require_js}",
@@ -216,24 +218,37 @@ def check_replaceable(out: Path) -> None:
                            "choose another --out")
 
 
-def write_pages(root: Path, site: dict[Path, PurePosixPath], folder: Path, cache: Path,
-                timeout: int) -> None:
-    """Each notebook of `site` as its page in `folder`, with the scripts the pages load."""
-    require_js, widget_renderer = install_scripts(folder / STATIC, cache)
-    for notebook, page in site.items():
+def all_prepared(root: Path, notebooks: list[Path], timeout: int) -> list[nbformat.NotebookNode]:
+    """`prepared` for each notebook, a few at a time: a lesson spends most of its time waiting
+    for its kernel to start."""
+
+    def one(notebook: Path) -> nbformat.NotebookNode:
         started = time.monotonic()
         try:
             nb = prepared(notebook, root, timeout)
         except CellExecutionError as error:
             raise RuntimeError(f"{notebook.relative_to(root)}: a cell failed\n{error}") from None
-        html, _ = exporter(page, require_js, widget_renderer).from_notebook_node(nb)
+        if is_lesson(notebook, root):
+            print(f"ran {notebook.name} in {time.monotonic() - started:.1f} s", flush=True)
+        return nb
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, notebooks))
+
+
+def write_pages(root: Path, site: dict[Path, PurePosixPath], folder: Path, cache: Path,
+                timeout: int) -> None:
+    """Each notebook of `site` as its page in `folder`, with the scripts the pages load."""
+    require_js, widget_renderer = install_scripts(folder / STATIC, cache)
+    for (notebook, page), nb in zip(site.items(), all_prepared(root, list(site), timeout)):
+        up = os.path.relpath(".", page.parent)
+        html, _ = exporter(up, require_js, widget_renderer).from_notebook_node(nb)
         html, unresolved = rewrite_links(html, notebook, page, site)
         for link in unresolved:
             print(f"warning: {notebook.name} links to {link}, which is not in the site",
                   file=sys.stderr)
         (folder / page).parent.mkdir(parents=True, exist_ok=True)
         (folder / page).write_text(html, encoding="utf-8")
-        print(f"{page}  ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 def build_site(root: Path, out: Path, cache: Path, timeout: int = 300) -> None:

@@ -225,10 +225,12 @@ def test_lessons_render_offline_with_figures_and_widgets(site: Path) -> None:
             assert all(figures), f"{html.name}: an image of an output did not load"
             if figures:
                 with_figures.append(html.name)
-            shown = page.locator(".jp-OutputArea-output img, .widget-subarea").first
-            if shown.count():
-                shown.evaluate("element => element.scrollIntoView({block: 'start'})")
-            page.screenshot(path=str(SCREENSHOTS / f"{html.stem}.png"))
+            for kind, selector in (("figure", ".jp-OutputArea-output img"),
+                                   ("widget", ".widget-subarea")):
+                shown = page.locator(selector).first
+                if shown.count():
+                    shown.evaluate("element => element.scrollIntoView({block: 'start'})")
+                    page.screenshot(path=str(SCREENSHOTS / f"{html.stem}-{kind}.png"))
         browser.close()
     assert not not_files, f"the pages tried to reach the network: {not_files}"
     assert not missing, f"files the pages asked for are missing: {missing}"
