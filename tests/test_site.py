@@ -16,9 +16,8 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 
-import pytest
-
 import nbformat
+import pytest
 
 from refimpl.site import MARKER, build_site, markdown_with_math, npm_package, rewrite_links
 from run import tool_environment
@@ -28,9 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COURSE_ROOT = Path(os.environ.get("SITE_ROOT", ROOT)).resolve()
 SCREENSHOTS = ROOT / "artifacts" / "browser" / "site"
 ABSOLUTE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//|/)")  # a scheme, or the root of a host/disk
-
-
-CACHE = Path(tool_environment()["XDG_CACHE_HOME"]) / "refimpl-site"
+CACHE = Path(tool_environment()["XDG_CACHE_HOME"]) / "refimpl-site"  # run.py site keeps npm's here
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +216,11 @@ def test_lessons_render_offline_with_figures_and_widgets(site: Path) -> None:
             page.goto(html.as_uri())
             views = page.evaluate(WIDGETS)
             if views:
-                page.wait_for_function(f"() => ({WIDGETS})().every(Boolean)", timeout=30_000)
+                try:
+                    page.wait_for_function(f"() => ({WIDGETS})().every(Boolean)", timeout=30_000)
+                except api.TimeoutError:
+                    pytest.fail(f"{html.name}: {page.evaluate(WIDGETS).count(False)} of "
+                                f"{len(views)} widgets did not render; script errors: {errors}")
                 with_widgets.append(html.name)
             figures = page.evaluate(FIGURES)
             assert all(figures), f"{html.name}: an image of an output did not load"
