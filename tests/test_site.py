@@ -194,7 +194,8 @@ FIGURES = """() => [...document.querySelectorAll('.jp-OutputArea-output img')]
 def test_lessons_render_offline_with_figures_and_widgets(site: Path) -> None:
     api = sync_api()
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing: sudo apt-get install chromium")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)  # none left from a page that no longer exists
+    SCREENSHOTS.mkdir(parents=True)
     not_files, missing, errors = [], [], []
     with_figures, with_widgets = [], []
     with api.sync_playwright() as playwright:
