@@ -3,6 +3,7 @@
 
     python3 run.py course          JupyterLab on the course index
     python3 run.py test [ARGS]     the whole test suite (ARGS go to pytest)
+    python3 run.py site            the course as static HTML pages in artifacts/site/
 
 Set-up: a virtual environment in `.venv` with this package and its tools, reinstalled whenever
 `pyproject.toml` changes. Jupyter, IPython and matplotlib keep their state under `.venv/home`
@@ -77,6 +78,13 @@ def course(args: list[str]) -> int:
     return subprocess.call(command + args, cwd=ROOT, env=tool_environment())
 
 
+def site(args: list[str]) -> int:
+    """The course as static HTML in artifacts/site/ (refimpl/site.py says how; ARGS go to it)."""
+    ensure_venv()
+    return subprocess.call([str(PYTHON), "-m", "refimpl.site", *args], cwd=ROOT,
+                           env=tool_environment())
+
+
 def ensure_chromium() -> None:
     """Install Debian's chromium for the browser test when we can: as root (CI, containers).
 
@@ -105,7 +113,7 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
-    commands = {"course": course, "test": test}
+    commands = {"course": course, "test": test, "site": site}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
