@@ -10,4 +10,9 @@ imports from here.
   that reentered itself through kmalloc.
 - `identity_mapping` (lesson 04, cdab5b20916): the generic identity-mapping API and the
   identity range allocator in every PageDirectory.
+- `range_allocator_beside_tree` (lesson 06, before 02a95a196f0): an AddressSpace whose
+  PageDirectory keeps the free ranges in a VirtualRangeAllocator beside the region tree.
+- `holes_first_version` (lesson 06, 02a95a196f0 and 9765f9f67ed): holes found in the region
+  tree, with the first version's two bugs and the off-by-one of the first fix.
+- `region_tree_scan` (lesson 06, ffe2e77eba1): SerenityOS's RegionTree, scanning every region.
 """
