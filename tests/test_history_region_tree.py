@@ -72,7 +72,7 @@ def test_the_first_version_overlaps_the_lowest_region_and_loses_a_write(mm):
 
 
 @pytest.mark.parametrize("tree_class, kinds, steps, message", [
-    (FirstVersionTree, ("anywhere",), [("anywhere", 1)], "0x10000 bytes, not 0x1000"),
+    (FirstVersionTree, ("anywhere",), [("anywhere", 1)], "0x8000 bytes, not 0x1000"),
     (FirstVersionTree, ("specific",), [("specific", 1, 1), ("specific", 0, 2)],
      "page 1 is already taken"),
     (OffByOneFixTree, ("specific",), [("specific", 0, 1), ("specific", 1, 1), ("specific", 0, 1)],

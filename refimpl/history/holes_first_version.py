@@ -224,16 +224,18 @@ def steps_strategy(pages: int = 16, kinds=("anywhere", "specific")):
     return st.lists(st.one_of(*options), max_size=12)
 
 
-def find_counterexample(tree_class, kinds=("anywhere", "specific"), max_examples: int = 200):
-    """The shortest list of steps on which `tree_class` fails the bitmap model, as Hypothesis
-    shrinks it (derandomized, so the same every run), with the failure; None if none found."""
+def find_counterexample(tree_class, kinds=("anywhere", "specific"), pages: int = 8,
+                        max_examples: int = 200):
+    """The shortest list of steps on which a `tree_class` of `pages` pages fails the bitmap
+    model, as Hypothesis shrinks it (derandomized, so the same every run), with the failure;
+    None if `max_examples` random lists found nothing."""
     from hypothesis import find, settings
     from hypothesis.errors import NoSuchExample
     try:
-        steps = find(steps_strategy(kinds=kinds),
-                     lambda steps: bitmap_model_failure(tree_class, steps) is not None,
+        steps = find(steps_strategy(pages, kinds),
+                     lambda steps: bitmap_model_failure(tree_class, steps, pages) is not None,
                      settings=settings(max_examples=max_examples, derandomize=True,
                                        database=None, deadline=None))
     except NoSuchExample:
         return None
-    return steps, bitmap_model_failure(tree_class, steps)
+    return steps, bitmap_model_failure(tree_class, steps, pages)
