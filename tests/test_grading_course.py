@@ -12,8 +12,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from refimpl.grading import EXERCISES
+
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES_DIR = ROOT / "solutions", ROOT / "exercises"
+TOTAL = sum(exercise.points for exercise in EXERCISES.values())
 
 # A realistic mistake per student: (exercise, text in the solution, replacement, feedback).
 MISTAKES = {
@@ -61,7 +64,7 @@ def graded(tmp_path_factory):
 
 def test_solutions_get_full_marks_and_untouched_exercises_zero(graded):
     grades, out = graded
-    assert grades["perfect"]["total"] == grades["perfect"]["max"] == "37"
+    assert grades["perfect"]["total"] == grades["perfect"]["max"] == str(TOTAL)
     assert grades["untouched"]["total"] == "0"
     untouched = json.loads((out / "untouched" / "results.json").read_text())
     assert untouched["score"] == 0
@@ -76,7 +79,7 @@ def test_a_realistic_mistake_loses_exactly_its_exercise(graded, student):
     lost = [test for test in results["tests"] if test["score"] < test["max_score"]]
     assert [test["name"].split(":")[0] for test in lost] == [grade_id]
     assert lost[0]["output"].startswith("wrong: ") and feedback in lost[0]["output"]
-    assert int(grades[student]["total"]) == 37 - lost[0]["max_score"]
+    assert int(grades[student]["total"]) == TOTAL - lost[0]["max_score"]
 
 
 @pytest.mark.parametrize("path", sorted(EXERCISES_DIR.glob("*.ipynb")), ids=lambda p: p.stem)

@@ -10,7 +10,8 @@ that case, except NotImplementedError, which means "not attempted" and propagate
 Importing this package registers the exercises of every lesson.
 """
 
-from refimpl.grading.checks import lesson00, lesson01, lesson02, lesson03, lesson04  # noqa: F401
+from refimpl.grading.checks import (lesson00, lesson01, lesson02, lesson03,  # noqa: F401
+                                    lesson04, lesson06)
 from refimpl.grading.checks.lesson01 import first_fit_with_guard_pages
 from refimpl.grading.checks.lesson03 import reentrancy_events
 
