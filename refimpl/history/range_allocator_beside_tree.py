@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import random
 
-from refimpl.ak import MUST, TRY, fallible
+from refimpl.ak import MUST, TRY, Errno, Error, fallible
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, page_round_up
-from refimpl.kernel.address_space import PROT_READ, PROT_WRITE, AddressSpace
+from refimpl.kernel.address_space import (PROT_READ, PROT_WRITE, AddressSpace,
+                                          _check_placement_request)
+from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
 from refimpl.kernel.page_directory import PageDirectory
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
@@ -95,24 +97,33 @@ class AddressSpaceWithRangeAllocator(AddressSpace):
         return self.range_allocator.try_allocate_anywhere(size, alignment)
 
     @fallible
-    def allocate_region_with_vmobject(self, size, vmobject, offset_in_vmobject, *, address=None,
-                                      alignment=PAGE_SIZE, name="", prot=PROT_READ | PROT_WRITE,
-                                      shared=False, randomize=False, mmap=False):
-        """ErrorOr[Region]: a range from the allocator, then the region into the tree."""
-        placed = TRY(self.try_allocate_range(address, page_round_up(size), alignment, randomize))
-        region = Region.try_create_unplaced(self.mm, vmobject, offset_in_vmobject, name,
-                                            Access(prot & 7), shared=shared)
-        if region.is_error():
-            MUST(self.range_allocator.deallocate(placed))
-            return region
-        region = region.value()
+    def allocate_region_with_vmobject(self, size: int, vmobject: AnonymousVMObject,
+                                      offset_in_vmobject: int, *, address: int | None = None,
+                                      alignment: int = PAGE_SIZE, name: str = "",
+                                      prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
+                                      randomize: bool = False, mmap: bool = False):
+        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` on."""
+        problem = _check_placement_request(address, size)
+        if problem:
+            return problem
+        size = page_round_up(size)
+        if offset_in_vmobject < 0 or offset_in_vmobject + size > vmobject.size():
+            return Error.from_errno(Errno.EINVAL, f"[{offset_in_vmobject:#x}, +{size:#x}) is "
+                                                  f"outside the VMObject ({vmobject.size():#x})")
+        region = TRY(Region.try_create_unplaced(
+            self.mm, vmobject, offset_in_vmobject - offset_in_vmobject % PAGE_SIZE, name,
+            Access(prot & 7), shared=shared))
         region.mmap = mmap
-        self.region_tree.insert(region, placed)
+        placed = self.try_allocate_range(address, size, alignment, randomize)
+        if placed.is_error():
+            region.destroy()
+            return placed
+        self.region_tree.insert(region, placed.value())  # the second tree, kept in step
         mapped = region.map(self.page_directory)
         if mapped.is_error():
             self.region_tree.remove(region)
             region.destroy()
-            MUST(self.range_allocator.deallocate(placed))
+            MUST(self.range_allocator.deallocate(placed.value()))
             return mapped
         return region
 

@@ -107,8 +107,9 @@ def render_first_fit(model: FirstFitModel) -> str:
                                             ("fits", "hole passing size + alignment"),
                                             ("placed", "where first fit puts it")))
     return (f'<div style="font-family:sans-serif;font-size:13px">'
-            f'<svg width="{STRIP_WIDTH}" height="{STRIP_HEIGHT}" role="img">{"".join(parts)}</svg>'
-            f'<div>{legend}</div><div style="margin-top:4px">'
+            f'<svg viewBox="0 0 {STRIP_WIDTH} {STRIP_HEIGHT}" role="img" '
+            f'style="width:100%;max-width:{STRIP_WIDTH}px">{"".join(parts)}</svg>'
+            f'<div>{legend}</div><div style="margin-top:4px;white-space:normal">'
             f'{html.escape(model.describe())}</div></div>')
 
 
