@@ -1,5 +1,6 @@
 """RegionTree places exactly where SerenityOS's scan does (ffe2e77eba1), over random histories."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,3 +83,13 @@ def test_gap_tree_descent_finds_the_lowest_fitting_gap(steps, needed):
     assert list(gaps) == sorted(model.items())
     fitting = [item for item in sorted(model.items()) if item[1] >= needed]
     assert gaps.lowest_fitting(needed) == (fitting[0] if fitting else None)
+
+
+def test_gap_tree_refuses_a_missing_gap_and_stays_whole():
+    gaps = GapTree()
+    for base in (0, 10, 20):
+        gaps.insert(base, base + 1)
+    with pytest.raises(KeyError, match="no gap starts at 0xf"):
+        gaps.remove(15)
+    assert list(gaps) == [(0, 1), (10, 11), (20, 21)] and gap_tree_violations(gaps) == []
+    assert gaps.lowest_fitting(11) == (10, 11) and gaps.lowest_fitting(22) is None
