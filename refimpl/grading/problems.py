@@ -119,5 +119,12 @@ def practice(grade_id: str, seed: int) -> Practice:
         return Practice(f"Free ranges {', '.join(map(str, ranges))}: where does "
                         f"VirtualRangeAllocator put {size:#x} bytes aligned to {alignment:#x}?",
                         first_fit_with_guard_pages(ranges, size, alignment))
-    raise ValueError(f"no practice generator for {grade_id!r}; try 00-split-address, 00-walk "
-                     f"or 01-first-fit")
+    if grade_id == "06-first-fit":
+        from refimpl.grading.checks.lesson06 import first_fit, random_regions, random_request
+        total, regions = random_regions(seed)
+        size, alignment = random_request(rng)
+        return Practice(f"Total range {total}, regions {', '.join(map(str, regions)) or 'none'}: "
+                        f"where does RegionTree put {size:#x} bytes aligned to {alignment:#x}?",
+                        first_fit(total, regions, size, alignment))
+    raise ValueError(f"no practice generator for {grade_id!r}; try 00-split-address, 00-walk, "
+                     f"01-first-fit or 06-first-fit")

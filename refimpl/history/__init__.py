@@ -15,4 +15,9 @@ imports from here.
 - `region_lookup_cache` (lesson 05, 4fa3c1bf2dd): the one-entry region lookup cache, as a raw
   pointer that exec left dangling (2020), then a WeakPtr; `region_lookup_cost` measures what it
   saved over a list and over a tree.
+- `range_allocator_beside_tree` (lesson 06, before 02a95a196f0): an AddressSpace whose
+  PageDirectory keeps the free ranges in a VirtualRangeAllocator beside the region tree.
+- `holes_first_version` (lesson 06, 02a95a196f0 and 9765f9f67ed): holes found in the region
+  tree, with the first version's two bugs and the off-by-one of the first fix.
+- `region_tree_scan` (lesson 06, ffe2e77eba1): SerenityOS's RegionTree, scanning every region.
 """

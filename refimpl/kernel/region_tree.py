@@ -1,27 +1,30 @@
 """RegionTree: the regions of an address space, and the only authority on where they are.
 
-Regions are kept sorted by base address. Besides the regions, the tree keeps the *gaps* between
-them (and before the first and after the last, within the total range), indexed two ways: by base
-address, and by (size, base). That second index is what SerenityOS does not have: its
-`allocate_range_anywhere` walks every region looking for the first hole that fits, O(n); here the
-smallest gap that fits is found by one binary search, O(log n).
+Regions are kept sorted by base address; the free space between them (and before the first and
+after the last, within the total range) is found among them, as SerenityOS has done since
+ffe2e77eba1 (April 2022): there is no second allocator to keep in sync.
 
-Placement policy, therefore: *best fit*, the smallest gap that can hold the request, lowest
-address among equals; the range starts at the gap's first suitably aligned address. In an empty
-or densely packed address space this packs regions one after another from the bottom, as
-SerenityOS's first fit does; they differ only when several holes could take the request. To be
-found by size alone, a gap must hold the request even from its worst-aligned base, so it needs
-`alignment - PAGE_SIZE` spare bytes: none for the usual page alignment, where SerenityOS's
-`size + alignment` test wants one page more (its quirk #4).
+Placement is SerenityOS's, exactly: `allocate_range_anywhere` returns what its
+`try_allocate_anywhere` at ffe2e77eba1 returns, for every state and request. That is *first fit
+in address order*: the lowest gap whose size is at least `size + alignment` (SerenityOS's test,
+which never uses a hole of exactly `size` bytes; see its FIXME), the range starting at the gap's
+base rounded up to `alignment`. Regions therefore pack back to back, with no guard page.
+`refimpl.history.region_tree_scan` has SerenityOS's scan written out; a differential property
+test holds the two to the same answers.
+
+What differs is the cost. SerenityOS walks every region, O(n). Here the gaps are also kept in a
+`GapTree` keyed by base address whose nodes know the largest gap in their subtree (Linux's
+`rb_subtree_gap` idea), so the lowest gap of at least N bytes is one descent, O(log n).
 
 Data structures, n regions: the regions are three index-aligned sequences in address order, an
 array of bases and an array of ends (machine words, contiguous) and a list of the Region
-objects; the gaps are sortedcontainers' SortedDict and SortedList. A lookup is one `bisect` over
-the bases and one comparison with the end, touching only contiguous memory: at 10^5 regions that
-stays close to the cost at 10^3, where a list of Python ints or sortedcontainers' positional
-lookups (an index tree walked in Python) were three to five times slower. Cost of each
-operation: lookups O(log n); allocate_range_anywhere and allocate_range_specific O(log n);
-insert and remove O(log n) plus an O(n) move of machine words (memmove: microseconds at 10^5).
+objects; the gaps are the GapTree. A lookup is one `bisect` over the bases and one comparison
+with the end, touching only contiguous memory: at 10^5 regions that stays close to the cost at
+10^3, where a list of Python ints or sortedcontainers' positional lookups (an index tree walked
+in Python) were three to five times slower. The gap around an address is read off the same
+arrays. Cost of each operation: lookups O(log n); allocate_range_anywhere O(log n) (expected,
+the GapTree is a treap); allocate_range_specific O(log n); insert and remove O(log n) plus an
+O(n) move of machine words (memmove: microseconds at 10^5).
 
 Locking: the place_* functions, which find a range and insert the region in one step, and
 `remove` hold the tree's lock; `get_lock()` hands it out to callers that must keep the tree still
@@ -35,10 +38,9 @@ import bisect
 import random
 from array import array
 
-from sortedcontainers import SortedDict, SortedList
-
 from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
+from refimpl.kernel.gap_tree import GapTree
 from refimpl.kernel.locking import RecursiveSpinlock
 from refimpl.kernel.region import Region
 from refimpl.kernel.virtual_range import (VirtualRange, allocate_randomized, check_request,
@@ -53,9 +55,8 @@ class RegionTree:
         self._bases = array("Q")  # sorted
         self._ends = array("Q")
         self._regions: list[Region] = []
-        self._gaps: SortedDict = SortedDict()  # base -> size
-        self._gaps_by_size = SortedList()  # (size, base)
-        self._add_gap(total_range.base, total_range.size)
+        self._gaps = GapTree(seed)
+        self._gaps.insert(total_range.base, total_range.size)
         self._lock = RecursiveSpinlock("RegionTree")
         self._random = random.Random(seed)
 
@@ -73,33 +74,23 @@ class RegionTree:
         """(key, region) pairs as the tree stores them, in key order; for invariant checks."""
         return list(zip(self._bases, self._regions))
 
-    def gaps_by_size(self) -> list[tuple[int, int]]:
-        """The size index of the gaps, (size, base) in order; for invariant checks."""
-        return list(self._gaps_by_size)
+    def gap_index(self) -> GapTree:
+        """The gap index itself; for invariant checks."""
+        return self._gaps
 
     def gaps(self) -> list[VirtualRange]:
         """The free ranges in address order."""
-        return [VirtualRange(VirtualAddress(base), size) for base, size in self._gaps.items()]
+        return [VirtualRange(VirtualAddress(base), size) for base, size in self._gaps]
 
-    # Gap bookkeeping -----------------------------------------------------------------------------
-
-    def _add_gap(self, base: int, size: int) -> None:
-        if size:
-            self._gaps[base] = size
-            self._gaps_by_size.add((size, base))
-
-    def _remove_gap(self, base: int) -> int:
-        size = self._gaps.pop(base)
-        self._gaps_by_size.remove((size, base))
-        return size
-
-    def _gap_containing(self, address: int) -> VirtualRange | None:
-        index = self._gaps.bisect_right(address) - 1
-        if index < 0:
+    def _gap_around(self, address: int) -> VirtualRange | None:
+        """The free range holding `address`, None if a region holds it. Read off the region
+        arrays: it runs from the end of the region below to the base of the region above."""
+        index = bisect.bisect_right(self._bases, address) - 1
+        if index >= 0 and address < self._ends[index]:
             return None
-        base, size = self._gaps.peekitem(index)
-        gap = VirtualRange(VirtualAddress(base), size)
-        return gap if gap.contains(address) else None
+        base = self._ends[index] if index >= 0 else self.total_range.base
+        end = self._bases[index + 1] if index + 1 < len(self._bases) else self.total_range.end
+        return VirtualRange(VirtualAddress(base), end - base)
 
     # Lookup ----------------------------------------------------------------------------------------
 
@@ -127,25 +118,25 @@ class RegionTree:
 
     @fallible
     def allocate_range_anywhere(self, size: int, alignment: int = PAGE_SIZE):
-        """ErrorOr[VirtualRange]: the best-fitting free range. Does not insert anything."""
+        """ErrorOr[VirtualRange]: first fit, as SerenityOS: the lowest gap of at least
+        `size + alignment` bytes, from its base rounded up to `alignment`. Does not insert
+        anything. O(log n)."""
         problem = check_request(size, alignment)
         if problem:
             return problem
-        # Any gap this long fits, whatever its (page-aligned) base: aligning costs at most
-        # alignment - PAGE_SIZE bytes.
-        needed = size + alignment - PAGE_SIZE
-        index = self._gaps_by_size.bisect_left((needed, 0))
-        if index == len(self._gaps_by_size):
+        # SerenityOS's test (its FIXME: this excludes some valid candidates).
+        found = self._gaps.lowest_fitting(size + alignment)
+        if found is None:
             return Error.from_errno(Errno.ENOMEM, f"no free range of {size:#x} bytes "
                                                   f"(alignment {alignment:#x})")
-        _, base = self._gaps_by_size[index]
+        base, _ = found
         return VirtualRange(VirtualAddress(round_up_to_power_of_two(base, alignment)), size)
 
     @fallible
     def allocate_range_specific(self, base: int, size: int):
         """ErrorOr[VirtualRange]: exactly `[base, base + size)`, if all of it is free."""
         wanted = TRY(check_specific_request(self.total_range, base, size))
-        gap = self._gap_containing(base)
+        gap = self._gap_around(base)
         if gap is None or not gap.contains(wanted):
             return Error.from_errno(Errno.EEXIST, f"{wanted} overlaps an existing region")
         return wanted
@@ -177,11 +168,11 @@ class RegionTree:
     def insert(self, region: Region, placed: VirtualRange) -> None:
         """Give `region` the range `placed`, which must be free, and add it to the tree."""
         VERIFY(region.range is None, f"{region!r} is already placed")
-        gap = self._gap_containing(placed.base)
+        gap = self._gap_around(placed.base)
         VERIFY(gap is not None and gap.contains(placed), f"{placed} is not free")
-        self._remove_gap(gap.base)
-        self._add_gap(gap.base, placed.base - gap.base)
-        self._add_gap(placed.end, gap.end - placed.end)
+        self._gaps.remove(gap.base)
+        for piece in gap.carve(placed):
+            self._gaps.insert(piece.base, piece.size)
         region.range = placed
         index = bisect.bisect_left(self._bases, placed.base)
         self._bases.insert(index, placed.base)
@@ -197,12 +188,14 @@ class RegionTree:
             index = bisect.bisect_left(self._bases, base)
             if index == len(self._regions) or self._regions[index] is not region:
                 return False
+            below = self._ends[index - 1] if index > 0 else self.total_range.base
+            above = self._bases[index + 1] if index + 1 < len(self._bases) else \
+                self.total_range.end
             del self._bases[index], self._ends[index], self._regions[index]
-            before = self._gap_containing(base - 1) if base > self.total_range.base else None
-            if before is not None:
-                base = before.base
-                self._remove_gap(before.base)
-            if end in self._gaps:
-                end += self._remove_gap(end)
-            self._add_gap(base, end - base)
+            # The gaps on either side (if any) and the region's range become one gap.
+            if below < base:
+                self._gaps.remove(below)
+            if end < above:
+                self._gaps.remove(end)
+            self._gaps.insert(below, above - below)
             return True
