@@ -32,7 +32,7 @@ def same_answers(index, scan):
         assert answers(ours) == answers(theirs), (pages, alignment, index.gaps())
 
 
-@settings(max_examples=1200)
+@settings(max_examples=2000)
 @given(base_page=st.integers(0, 15), steps=operations)
 def test_allocate_range_anywhere_equals_serenityos_scan(base_page, steps):
     """After every step of a random history of placements and removals, both trees give the

@@ -1,7 +1,7 @@
 """02a95a196f0 (2022-04-02 20:01): the first version of "find holes in the region tree".
 
-The commit gave AddressSpace three functions that scan its regions instead of asking a range
-allocator. It shipped with two bugs, both fixed within days:
+The commit gave AddressSpace three functions that find ranges among its regions instead of asking
+a range allocator. It shipped with two bugs, both fixed within days:
 
 1. The tail. After the last region, the first version returns the *whole* remaining range
    whenever the total range contains it, whatever its size: `[window_start, total end)`, not

@@ -3,8 +3,8 @@
 02a95a196f0 moved user address spaces off the VirtualRangeAllocator: a free range is now a hole
 between two regions of the region tree, found by a scan in address order. An hour later
 ffe2e77eba1 moved that code into the new class `Kernel/Memory/RegionTree` and fixed the tail of
-the scan. The overlap check of the specific allocation was fixed two days later (9765f9f67ed,
-then db75bab4934; 30e6b313b40 removed a check that could no longer fail).
+the scan. The overlap check of the specific allocation was fixed the next day (9765f9f67ed, then
+db75bab4934; 30e6b313b40 removed a check that could no longer fail).
 
 `ScanRegionTree` is that code once fixed: `try_allocate_anywhere` as at ffe2e77eba1 and
 `try_allocate_specific` as at 30e6b313b40 (names at ffe2e77eba1; later renamed
