@@ -27,6 +27,10 @@ NEXT_STEP = {"wrong": "Fix your function in the cell above, run that cell, then 
                               "answer, run that cell, then this one."}
 
 
+def points(count: int) -> str:
+    return f"{count} point" if count == 1 else f"{count} points"
+
+
 def judge(exercise: Exercise, definitions: tuple, hidden: bool = False) -> Verdict:
     """The verdict of `exercise.check` on the learner's definitions, in the autograder's terms
     (its worker sorts the same outcomes into the same statuses)."""
@@ -50,7 +54,7 @@ class Feedback:
     verdict: Verdict
 
     def __repr__(self) -> str:
-        return f"{self.exercise.grade_id} ({self.exercise.points} points): {self.verdict.output}"
+        return f"{self.exercise.grade_id} ({points(self.exercise.points)}): {self.verdict.output}"
 
     def _repr_html_(self) -> str:
         status = self.verdict.status
@@ -59,7 +63,7 @@ class Feedback:
         label = "first difference" if status == "wrong" else "checked" if status == "passed" \
             else "why"
         lines = [f'<b style="color:{colour}">{mark} {html.escape(status)}</b> · '
-                 f'{html.escape(self.exercise.title)} ({self.exercise.points} points)']
+                 f'{html.escape(self.exercise.title)} ({points(self.exercise.points)})']
         if detail:
             lines.append(f'<span style="color:#555">{label}:</span> '
                          f'<code style="white-space:pre-wrap">{html.escape(detail)}</code>')
@@ -102,26 +106,29 @@ class Summary:
         return "\n".join(lines + [f"score: {self.result.score} of {self.result.max_score} points"])
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f'<tr><td>{html.escape(r.title)}</td><td style="text-align:right">{r.score} / '
-            f'{r.points}</td><td style="color:{STYLES.get(r.verdict.status, STYLES["crashed"])[0]}">'
-            f'{STYLES.get(r.verdict.status, STYLES["crashed"])[2]} '
-            f'{html.escape(r.verdict.status)}</td></tr>' for r in self.result.exercises)
-        return (f'<div class="refimpl-summary"><table><thead><tr><th>exercise</th>'
-                f'<th>points</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table>'
-                f'<p><b>Score: {self.result.score} of {self.result.max_score} points</b> on the '
-                f'cases shown here. The autograder scores the same way on more, hidden cases.'
-                f'</p></div>')
+        left = 'style="text-align:left"'
+        rows = []
+        for r in self.result.exercises:
+            colour, _, mark = STYLES.get(r.verdict.status, STYLES["crashed"])
+            rows.append(f'<tr><td {left}>{html.escape(r.title)}</td><td>{r.score} / {r.points}'
+                        f'</td><td {left}><span style="color:{colour}">{mark} '
+                        f'{html.escape(r.verdict.status)}</span></td></tr>')
+        return (f'<div class="refimpl-summary"><table><thead><tr><th {left}>exercise</th>'
+                f'<th>points</th><th {left}>verdict</th></tr></thead><tbody>{"".join(rows)}'
+                f'</tbody></table><p><b>Score: {self.result.score} of {self.result.max_score} '
+                f'points</b> on the cases shown here. The autograder scores the same way on '
+                f'more, hidden cases.</p></div>')
 
 
 def summary(lesson: str) -> Summary:
     """The score of lesson `lesson`'s exercises ("00", "01", ...), from the checks run in this
-    kernel; an exercise whose check cell has not run counts as not attempted."""
+    kernel, in the notebook's order; an exercise whose check cell has not run counts as not
+    attempted."""
     from refimpl.grading.grader import ExerciseResult, StudentResult  # nbformat: slow import
     not_run = Verdict("not attempted", "not attempted: its check cell has not run")
     results = tuple(ExerciseResult(grade_id, exercise.title, exercise.points,
                                    VERDICTS.get(grade_id, not_run))
-                    for grade_id, exercise in sorted(EXERCISES.items())
+                    for grade_id, exercise in EXERCISES.items()
                     if grade_id.startswith(f"{lesson}-"))
     if not results:
         raise ValueError(f"no exercises of lesson {lesson!r}; lessons: "
