@@ -1,8 +1,8 @@
 """The course in a real JupyterLab and a real Chromium (Debian's), as a learner meets it.
 
 - Every lesson (`course/*.ipynb`, so new lessons are covered as they arrive): Run All with no
-  error, move its first slider or dropdown and see the kernel redraw something, and keep a
-  1280x900 screenshot in `artifacts/screenshots/<lesson>.png`.
+  error, move its first slider, dropdown or toggle buttons and see the kernel redraw something,
+  and keep a 1280x900 screenshot in `artifacts/screenshots/<lesson>.png`.
 - The learner's flow: `python3 run.py course` on a fresh clone, a lesson, an exercise in the
   workspace answered wrongly then rightly, the rendered feedback and score; the clone's
   `git status` stays clean and its exercises/ still match solutions/.
@@ -30,7 +30,8 @@ from tests.browser_lab import (DRAWN, code_cells_to_run, course_arguments, free_
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "course").glob("*.ipynb"))
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CONTROLS = ".jp-Notebook .widget-slider, .jp-Notebook .widget-dropdown"
+CONTROLS = ", ".join(f".jp-Notebook {kind}:visible" for kind in
+                     (".widget-slider", ".widget-dropdown", ".widget-toggle-buttons"))
 
 pytestmark = pytest.mark.browser
 
@@ -49,8 +50,9 @@ def browser(tmp_path_factory):
 
 
 def move_first_control(page, expect) -> bool:
-    """Move the first slider (three steps right) or dropdown (the next option); whether there
-    was one. Something the kernel draws must change."""
+    """Move the first visible slider (three steps right), dropdown (the next option) or
+    toggle buttons (another button); whether there was one. Something the kernel draws must
+    change."""
     controls = page.locator(CONTROLS)
     if controls.count() == 0:
         return False
@@ -64,6 +66,8 @@ def move_first_control(page, expect) -> bool:
         for _ in range(3):
             page.keyboard.press("ArrowRight")
         expect(readout).not_to_have_text(was)
+    elif "widget-toggle-buttons" in (control.get_attribute("class") or ""):
+        control.locator("button.widget-toggle-button:not(.mod-active)").first.click()
     else:
         select = control.locator("select")
         options = select.locator("option").count()
@@ -87,8 +91,8 @@ def test_a_lesson_runs_and_its_first_control_answers(browser, lesson: Path) -> N
             open_notebook(page, lab, f"course/{lesson.name}")
             run_all_cells(page, code_cells_to_run(lesson))
             moved = move_first_control(page, expect)
-            if not moved:
-                page.locator(".jp-Notebook .jp-Cell").first.scroll_into_view_if_needed()
+            if not moved:  # the lesson's beginning, then
+                page.locator(".jp-Notebook .jp-Cell").first.evaluate("e => e.scrollIntoView()")
         page.screenshot(path=str(screenshot))
     finally:
         page.close()
