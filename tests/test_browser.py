@@ -166,8 +166,14 @@ def test_a_learner_answers_an_exercise_in_the_workspace_and_the_clone_stays_clea
             open_notebook(page, lab, "course/00-the-machine.ipynb")
             expect(page.locator(".jp-Notebook .jp-MarkdownCell").first).to_contain_text("00")
 
-            # the exercise: Run All on the untouched notebook reaches the summary
+            # the lesson's link to its exercises opens the workspace copy (when it has one)
             exercise = "exercises/00-the-machine.ipynb"
+            link = page.locator(f'.jp-RenderedMarkdown a[href$="{exercise}"]')
+            if link.count():
+                link.first.click()
+                page.wait_for_function(f"() => window.jupyterapp.shell.currentWidget?.context"
+                                       f"?.path === '{exercise}'")
+            # the exercise: Run All on the untouched notebook reaches the summary
             open_notebook(page, lab, exercise)
             run_all_cells(page, code_cells_to_run(workspace / exercise))
             cells = page.locator(".jp-Notebook .jp-Cell")

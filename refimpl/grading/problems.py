@@ -60,7 +60,8 @@ class TinyMachineProblem:
 
     def __str__(self) -> str:
         return (f"TINY machine, CR3 = {self.cr3:#x}; translate "
-                f"{', '.join(f'{a:#05x}' for a in self.addresses)} (None where it faults)")
+                f"{', '.join(f'{a:#05x}' for a in self.addresses)}: to which physical "
+                f"address each, or does it fault?")
 
 
 def random_tiny_machine(seed: int) -> TinyMachineProblem:
