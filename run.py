@@ -57,7 +57,7 @@ def ensure_venv() -> None:
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    say("installing the project and its tools into .venv (about a minute the first time)")
+    say("installing the project and its tools into .venv (a few minutes the first time)")
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check"]
     subprocess.run(pip + ["install", "--quiet", "-e", f"{ROOT}[course,test]"], check=True)
     # rfc3987-syntax (pulled in by jsonschema) builds ~35 parsers at import, adding seconds to

@@ -201,6 +201,8 @@ def test_a_learner_answers_an_exercise_in_the_workspace_and_the_clone_stays_clea
             expect(summary.locator(".refimpl-summary")).to_contain_text("Score: 1 of 8 points")
             summary.locator(".refimpl-summary").scroll_into_view_if_needed()
             page.screenshot(path=str(shots / "learner-flow-right.png"))
+            # the first start asks nothing (run.py's overrides.json): no news prompt
+            expect(page.get_by_text("Jupyter news")).to_have_count(0)
             page.keyboard.press("Control+s")
             expect(page.locator(".jp-mod-dirty")).to_have_count(0)
         context.close()
