@@ -37,15 +37,21 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def playwright():
+    """Playwright's driver, once per module: a second one in the same thread is refused."""
+    with sync_api().sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, tmp_path_factory):
     """One JupyterLab over the repository and one Chromium for every lesson."""
-    api = sync_api()
     state = tmp_path_factory.mktemp("lab")
     env = tool_environment()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with running_lab(ROOT, state, env) as lab, api.sync_playwright() as playwright:
+    with running_lab(ROOT, state, env) as lab:
         context = launch_chromium(playwright, state / "chromium-profile", env)
-        yield lab, context, api.expect
+        yield lab, context, sync_api().expect
         context.close()
 
 
@@ -143,9 +149,8 @@ def feedback_of(check):
 
 
 def test_a_learner_answers_an_exercise_in_the_workspace_and_the_clone_stays_clean(
-        tmp_path: Path) -> None:
-    api = sync_api()
-    expect = api.expect
+        playwright, tmp_path: Path) -> None:
+    expect = sync_api().expect
     clone = fresh_clone(tmp_path)
     state, port = tmp_path / "lab", free_port()
     token = "learner-flow-" + tmp_path.name[-8:]
@@ -155,8 +160,7 @@ def test_a_learner_answers_an_exercise_in_the_workspace_and_the_clone_stays_clea
     shots = SCREENSHOTS
     shots.mkdir(parents=True, exist_ok=True)
     workspace = clone / "workspace"
-    with serving(command, clone, state, env, port, token, timeout=120) as lab, \
-            api.sync_playwright() as playwright:
+    with serving(command, clone, state, env, port, token, timeout=120) as lab:
         context = launch_chromium(playwright, state / "chromium-profile", env)
         page = context.pages[0]
         page.set_default_timeout(30_000)
