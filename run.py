@@ -84,15 +84,12 @@ def tool_environment() -> dict[str, str]:
     return env
 
 
-def cells_hash(path: Path) -> str:
+def cells_hash(notebook: Path) -> str:
     """A notebook's version: its cells' types and sources, not outputs or counts, so running a
-    lesson is not editing it. Other files: their bytes."""
-    data = path.read_bytes()
-    if path.suffix == ".ipynb":
-        cells = json.loads(data).get("cells", [])
-        data = json.dumps([(cell.get("cell_type"), "".join(cell.get("source", "")))
-                           for cell in cells]).encode()
-    return hashlib.sha256(data).hexdigest()
+    lesson is not editing it."""
+    cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    sources = [(cell.get("cell_type"), "".join(cell.get("source", ""))) for cell in cells]
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
 
 
 def sync_workspace(root: Path = ROOT, workspace: Path | None = None) -> list[str]:
