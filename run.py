@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
 """The project's entry points. Each one sets up what it needs the first time it runs.
 
-    python3 run.py course          JupyterLab on the course index
+    python3 run.py course [ARGS]   JupyterLab on the course index, in your workspace
     python3 run.py test [ARGS]     the whole test suite (ARGS go to pytest)
     python3 run.py site            the course as static HTML pages in artifacts/site/
 
 Set-up: a virtual environment in `.venv` with this package and its tools, reinstalled whenever
 `pyproject.toml` changes. Jupyter, IPython and matplotlib keep their state under `.venv/home`
 instead of your home directory. `test` also installs Debian's chromium when run as root.
+
+The workspace: `course` serves `workspace/` (git-ignored), never the repository's notebooks.
+It holds `course/` and `exercises/` side by side, so a lesson's link `../exercises/NN-x.ipynb`
+opens your copy. Your exercise notebooks are copied once and never overwritten; a newer course
+adds the exercise notebooks you do not have yet. Lessons are refreshed from the course when it
+changes, unless you edited their cells (outputs do not count): then yours stay, and the command
+says so. Delete a file from `workspace/` to get the course's version back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +32,16 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 HOME = VENV / "home"
 CHROMIUM = Path("/usr/bin/chromium")
+WORKSPACE = ROOT / "workspace"
+COPIES = ".course-copies.json"
+"""In the workspace: each copied file's course version (a hash of its cells' sources)."""
+LAB_SETTINGS = {
+    # no "news" prompt over the first notebook, no update check (nothing is fetched)
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+    # everything Lab can open lives in the workspace: save answers often
+    "@jupyterlab/docmanager-extension:plugin": {"autosave": True, "autosaveInterval": 30},
+}
 
 
 def say(message: str) -> None:
@@ -40,7 +58,7 @@ def ensure_venv() -> None:
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    say("installing the project and its tools into .venv (about a minute the first time)")
+    say("installing the project and its tools into .venv (a few minutes the first time)")
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check"]
     subprocess.run(pip + ["install", "--quiet", "-e", f"{ROOT}[course,test]"], check=True)
     # rfc3987-syntax (pulled in by jsonschema) builds ~35 parsers at import, adding seconds to
@@ -67,15 +85,68 @@ def tool_environment() -> dict[str, str]:
     return env
 
 
+def cells_hash(notebook: Path) -> str:
+    """A notebook's version: its cells' types and sources, not outputs or counts, so running a
+    lesson is not editing it."""
+    cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    sources = [(cell.get("cell_type"), "".join(cell.get("source", ""))) for cell in cells]
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
+
+
+def sync_workspace(root: Path = ROOT, workspace: Path | None = None) -> list[str]:
+    """Create or update the learner's workspace from the course in `root`; what it did.
+
+    Exercises are copied when missing, never overwritten. Lessons are replaced by the
+    course's version when that changed and the learner's copy is still the one copied."""
+    workspace = workspace or root / "workspace"
+    copies_path = workspace / COPIES
+    copies = json.loads(copies_path.read_text()) if copies_path.exists() else {}
+    notes = []
+    for folder, refresh in (("course", True), ("exercises", False)):
+        (workspace / folder).mkdir(parents=True, exist_ok=True)
+        for source in sorted((root / folder).glob("*.ipynb")):
+            name, target = f"{folder}/{source.name}", workspace / folder / source.name
+            version = cells_hash(source)
+            if not target.exists():
+                notes.append(f"added {name}")
+            elif copies.get(name) == version:
+                continue
+            elif not refresh:
+                notes.append(f"kept your {name}; the course's version changed (to see it, "
+                             f"rename yours and start again)")
+                copies[name] = version
+                continue
+            elif cells_hash(target) != copies.get(name):
+                notes.append(f"kept your edited {name}; the course has a newer version (delete "
+                             f"or rename yours and start again to get it)")
+                continue
+            else:
+                notes.append(f"updated {name} to the course's new version")
+            shutil.copyfile(source, target)
+            copies[name] = version
+    copies_path.write_text(json.dumps(copies, indent=1, sort_keys=True) + "\n")
+    return notes
+
+
+def install_lab_settings() -> None:
+    """JupyterLab's defaults for this venv (its app settings' overrides.json)."""
+    settings = VENV / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "overrides.json").write_text(json.dumps(LAB_SETTINGS, indent=1) + "\n")
+
+
 def course(args: list[str]) -> int:
     ensure_venv()
-    # Rooted at the repository, so the lessons can link to exercises/ and solutions/.
+    install_lab_settings()
+    for note in sync_workspace():
+        say(f"workspace: {note}")
+    # Rooted at the workspace: the repository's notebooks are never opened, so never saved.
     command = [str(VENV / "bin" / "jupyter"), "lab", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.root_dir={ROOT}",
+               f"--ServerApp.root_dir={WORKSPACE}",
                "--LabApp.default_url=/lab/tree/course/index.ipynb"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
-    return subprocess.call(command + args, cwd=ROOT, env=tool_environment())
+    return subprocess.call(command + args, cwd=WORKSPACE, env=tool_environment())
 
 
 def site(args: list[str]) -> int:

@@ -118,3 +118,30 @@ def test_practice_gives_fresh_reproducible_problems():
     assert "Free ranges" in repr(fit) and fit.answer() == practice("01-first-fit", 3).answer()
     with pytest.raises(ValueError, match="no practice generator"):
         practice("99-nothing", 1)
+
+
+def test_a_walk_problem_shows_the_whole_tiny_machine_and_answers_in_hex():
+    problem = practice("00-walk", 7)
+    text = repr(problem)
+    assert "CR3 = 0x10" in text and "bit 7 present" in text
+    assert sum(line.startswith("frame 0x") for line in text.splitlines()) == 32
+    assert "page table" in problem._repr_html_() and "<table" in problem._repr_html_()
+    answer = problem.answer()
+    asked = re.search(r"translate (.*?): to which physical address", text).group(1)
+    assert set(answer.value) == {int(address, 16) for address in asked.split(", ")}
+    assert re.fullmatch(r"(0x[0-9a-f]{3} -> (0x[0-9a-f]{3}|fault)(, )?)+", repr(answer))
+
+
+@pytest.mark.parametrize("grade_id", ["00-split-address", "00-decode-entry"])
+def test_practice_uses_only_the_formats_the_lessons_teach(grade_id):
+    for seed in range(40):
+        statement = str(practice(grade_id, seed))
+        assert "x86_64" in statement or "tiny" in statement
+        assert not re.search(r"i386|pae|ostep", statement, re.IGNORECASE)
+        numbers = re.findall(r"\b[0-9][0-9a-fx]*", repr(practice(grade_id, seed).answer()))
+        assert numbers and all(n.startswith("0x") for n in numbers), "hex, like the question"
+
+
+def test_first_fit_practice_answers_with_a_range_or_enomem():
+    answers = {repr(practice("01-first-fit", seed).answer()) for seed in range(40)}
+    assert all(re.fullmatch(r"\[0x[0-9a-f]+, 0x[0-9a-f]+\)|ENOMEM", a) for a in answers)

@@ -83,19 +83,73 @@ def test_a_realistic_mistake_loses_exactly_its_exercise(graded, student):
     assert int(grades[student]["total"]) == TOTAL - lost[0]["max_score"]
 
 
-@pytest.mark.parametrize("path", sorted(EXERCISES_DIR.glob("*.ipynb")), ids=lambda p: p.stem)
-def test_exercise_notebooks_run_up_to_the_stubs_and_fail_exactly_there(path):
-    notebook = nbformat.read(path, 4)
+def executed(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True).execute()
-    failing = {}
-    for cell in notebook.cells:
-        errors = [out for out in cell.get("outputs", []) if out.output_type == "error"]
-        if errors:
-            failing[cell.metadata["nbgrader"]["grade_id"]] = errors[0].ename
-    checks = {cell.metadata["nbgrader"]["grade_id"] for cell in notebook.cells
-              if cell.metadata.get("nbgrader", {}).get("grade")}
-    assert set(failing) == checks
-    assert set(failing.values()) == {"NotImplementedError"}
+    return notebook
+
+
+def errors_of(notebook: nbformat.NotebookNode) -> list[str]:
+    return [f"{out.ename}: {out.evalue}" for cell in notebook.cells
+            for out in cell.get("outputs", []) if out.output_type == "error"]
+
+
+def shown(cell, mime: str) -> str:
+    """What a cell's result renders as, in one mime type."""
+    return "".join(out.get("data", {}).get(mime, "") for out in cell.get("outputs", []))
+
+
+def cells_by_id(notebook: nbformat.NotebookNode) -> dict:
+    return {cell.metadata["nbgrader"]["grade_id"]: cell for cell in notebook.cells}
+
+
+@pytest.mark.parametrize("path", sorted(EXERCISES_DIR.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_untouched_exercise_notebooks_run_to_the_end_saying_not_attempted(path):
+    notebook = executed(nbformat.read(path, 4))
+    assert errors_of(notebook) == []
+    cells = cells_by_id(notebook)
+    checks = [grade_id for grade_id, cell in cells.items()
+              if cell.metadata["nbgrader"].get("grade")]
+    assert checks
+    for grade_id in checks:
+        assert 'data-status="not attempted"' in shown(cells[grade_id], "text/html"), grade_id
+    lesson = path.name[:2]
+    points = sum(cells[grade_id].metadata["nbgrader"]["points"] for grade_id in checks)
+    assert f"score: 0 of {points} points" in shown(cells[f"{lesson}-summary"], "text/plain")
+
+
+def test_a_workspace_notebook_shows_each_verdict_and_the_graders_score(tmp_path):
+    """Lesson 00 answered (one answer off by one), run as a learner runs it: the check cells
+    render passed and wrong with the first difference, and the summary shows the score the
+    autograder then gives the same notebook."""
+    notebook = nbformat.read(EXERCISES_DIR / "00-the-machine.ipynb", 4)
+    answers = {cell.metadata["nbgrader"]["grade_id"]: cell.source for cell in
+               nbformat.read(SOLUTIONS / "00-the-machine.ipynb", 4).cells}
+    cells = cells_by_id(notebook)
+    for grade_id in ("00-split-address", "00-decode-entry", "00-walk"):
+        cells[grade_id].source = answers[grade_id]
+    cells["00-split-address"].source = answers["00-split-address"].replace(
+        "shift -= bits", "shift -= bits - 1")
+    executed(notebook)
+    assert errors_of(notebook) == []
+    wrong = shown(cells["00-split-address-check"], "text/html")
+    assert 'data-status="wrong"' in wrong and "first difference" in wrong
+    assert "index (level" in wrong and "you gave" in wrong
+    for grade_id in ("00-decode-entry", "00-walk"):
+        assert 'data-status="passed"' in shown(cells[f"{grade_id}-check"], "text/html")
+    assert 'data-status="not attempted"' in shown(cells["00-error-code-check"], "text/html")
+    assert "score: 5 of 8 points" in shown(cells["00-summary"], "text/plain")
+
+    (tmp_path / "learner").mkdir()
+    nbformat.write(notebook, tmp_path / "learner" / "00-the-machine.ipynb")
+    lesson_00 = tmp_path / "solutions"
+    lesson_00.mkdir()
+    shutil.copy(SOLUTIONS / "00-the-machine.ipynb", lesson_00)
+    process = subprocess.run([sys.executable, "-m", "refimpl.grading", "grade",
+                              str(tmp_path / "learner"), "--out", str(tmp_path / "out"),
+                              "--solutions", str(lesson_00)],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "learner" / "results.json").read_text())["score"] == 5
 
 
 def test_check_exercises_command_passes():

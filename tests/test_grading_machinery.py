@@ -20,8 +20,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from refimpl.grading.exercises import EXERCISES
 from refimpl.grading.generate import (check_exercises, generate_all, generate_exercise_notebook,
-                                      generated_exercises, notebook_bytes, read_notebook,
-                                      registry_problems, stub_regions)
+                                      generated_exercises, is_setup, notebook_bytes,
+                                      read_notebook, registry_problems, stub_regions)
 from refimpl.grading.grader import collect_answers, grade_class, read_reference
 from refimpl.grading.kernel import Limits, Step, Verdict, run_steps
 from refimpl.grading.worker import load_checks
@@ -166,11 +166,15 @@ def test_exercise_notebook_shape_and_metadata():
     exercise = generate_exercise_notebook(solution)
     assert notebook_bytes(solution) == before, "the solution notebook must not change"
     assert "widgets" not in exercise.metadata
-    assert [cell.id for cell in exercise.cells] == [cell.id for cell in solution.cells]
-    cells = {cell.metadata.get("nbgrader", {}).get("grade_id"): cell for cell in exercise.cells}
+    *handed_out, summary_text, summary = exercise.cells
+    assert [cell.id for cell in handed_out] == [cell.id for cell in solution.cells]
+    assert summary_text.cell_type == "markdown" and "Your score" in summary_text.source
+    assert summary.source.endswith("summary('t1')") and not is_setup(summary)
+    assert summary.metadata["editable"] is False and summary.metadata["deletable"] is False
+    cells = {cell.metadata.get("nbgrader", {}).get("grade_id"): cell for cell in handed_out}
     assert cells["t1-double"].source == "def double(x):\n    raise NotImplementedError()"
     assert cells["t1-setup-0"].source == "from refimpl.grading import grade\nFACTOR = 2"
-    for cell, original in zip(exercise.cells, solution.cells, strict=True):
+    for cell, original in zip(handed_out, solution.cells, strict=True):
         assert cell.metadata.get("nbgrader") == original.metadata.get("nbgrader")
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None

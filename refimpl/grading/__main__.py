@@ -53,7 +53,12 @@ def _grade_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
-    for change in generate_all(args.solutions, args.exercises):
+    try:
+        changes = generate_all(args.solutions, args.exercises)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    for change in changes:
         print(change)
     return 0
 

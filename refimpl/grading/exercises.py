@@ -4,9 +4,9 @@ An exercise lives in a notebook under `solutions/` as two cells with nbgrader me
 - a *solution* cell, `grade_id` = the exercise's id, defining `names` (the answer sits between
   `### BEGIN SOLUTION` and `### END SOLUTION`);
 - a *check* cell, `grade_id` = id + "-check", `points` = its points, whose source is one call,
-  `grade("<id>", <names...>)`.
-`grade` runs the visible cases and prints feedback; the autograder calls `check(..., hidden=True)`,
-which runs more cases, from seeds no student notebook contains.
+  `grade("<id>")` (`refimpl.grading.feedback`).
+`grade` runs the visible cases and renders the result; the autograder calls
+`check(..., hidden=True)`, which runs more cases, from seeds no student notebook contains.
 """
 
 from __future__ import annotations
@@ -39,7 +39,3 @@ def exercise(grade_id: str, title: str, points: int, *names: str):
         return check
     return register
 
-
-def grade(grade_id: str, *definitions) -> None:
-    """What a check cell calls: run the visible cases and print what passed."""
-    print(EXERCISES[grade_id].check(*definitions, hidden=False))

@@ -3,8 +3,12 @@
 A solution cell's regions between `### BEGIN SOLUTION` and `### END SOLUTION` become one
 `raise NotImplementedError()` at the region's indentation; outputs, execution counts and widget
 state go; locked cells also get Jupyter's own `editable`/`deletable` flags so JupyterLab enforces
-the lock nbgrader only records. The output is a function of the input alone, written with
+the lock nbgrader only records; a summary cell (the notebook's score, see `feedback.summary`)
+closes the notebook. The output is a function of the input alone, written with
 `nbformat.writes`, so generating twice gives the same bytes and `check_exercises` can compare.
+
+The generator writes into the repository's `exercises/` only: a learner's copies live in
+`workspace/` (see `run.py course`), which it refuses to touch.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ import nbformat
 REPO = Path(__file__).resolve().parents[2]
 SOLUTIONS = REPO / "solutions"
 EXERCISES_DIR = REPO / "exercises"
+WORKSPACE = REPO / "workspace"
 BEGIN, END = "BEGIN SOLUTION", "END SOLUTION"
 STUB = "raise NotImplementedError()"
+SUMMARY = "-summary"
+SUMMARY_TEXT = """## Your score
+
+The cell below adds up the checks you have run in this notebook, the way the autograder does:
+an exercise's points when it passed, nothing otherwise. The autograder runs more cases, from
+seeds no notebook shows, in a fresh process; there, the reference kernel's own version of each
+function you write is switched off, so an answer must do the work itself."""
 
 
 def nbgrader(cell) -> dict:
@@ -41,11 +53,17 @@ def is_locked(cell) -> bool:
     return bool(nbgrader(cell).get("locked")) or is_check(cell)
 
 
+def is_summary(cell) -> bool:
+    """The generated summary cells: they report, so the grader never runs them."""
+    return nbgrader(cell).get("grade_id", "").endswith(SUMMARY)
+
+
 def is_setup(cell) -> bool:
-    """A locked code cell that is neither an answer nor a check: imports and the like."""
+    """A locked code cell that is neither an answer, a check nor the summary: imports and the
+    like."""
     meta = nbgrader(cell)
     return (cell.get("cell_type") == "code" and bool(meta.get("locked"))
-            and not meta.get("grade") and not meta.get("solution"))
+            and not meta.get("grade") and not meta.get("solution") and not is_summary(cell))
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
@@ -100,9 +118,33 @@ def _exercise_source(cell) -> str:
     return stub_regions(cell.source) if has_region else cell.source
 
 
+def summary_cells(lesson: str) -> list[nbformat.NotebookNode]:
+    """A heading and a locked `summary(lesson)` cell, with ids derived from the lesson."""
+    cells = [nbformat.v4.new_markdown_cell(SUMMARY_TEXT),
+             nbformat.v4.new_code_cell(f"from refimpl.grading import summary\n\n"
+                                       f"summary({lesson!r})")]
+    for cell, grade_id in zip(cells, (f"{lesson}-text{SUMMARY}", f"{lesson}{SUMMARY}")):
+        cell.id = grade_id
+        cell.metadata["nbgrader"] = {"grade": False, "grade_id": grade_id, "locked": True,
+                                     "schema_version": 3, "solution": False, "task": False}
+    return cells
+
+
+def lesson_of(nb: nbformat.NotebookNode) -> str | None:
+    """"00" for a notebook whose exercises are 00-...: the prefix of its first answer's id
+    (None without an answer)."""
+    for cell in nb.cells:
+        if is_solution(cell):
+            return nbgrader(cell)["grade_id"].split("-")[0]
+    return None
+
+
 def generate_exercise_notebook(solution_nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The exercise notebook for a solution notebook (which is left untouched)."""
     nb = copy.deepcopy(solution_nb)
+    nb.cells = [cell for cell in nb.cells if not is_summary(cell)]
+    if lesson_of(nb) is not None:
+        nb.cells += summary_cells(lesson_of(nb))
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
@@ -129,7 +171,12 @@ def generated_exercises(solutions_dir: Path = SOLUTIONS) -> dict[str, bytes]:
 
 def generate_all(solutions_dir: Path = SOLUTIONS, exercises_dir: Path = EXERCISES_DIR
                  ) -> list[str]:
-    """Bring `exercises_dir` in line with `solutions_dir`; returns what changed."""
+    """Bring `exercises_dir` in line with `solutions_dir`; returns what changed. Refuses the
+    learner's workspace: it would overwrite their answers with stubs."""
+    target = exercises_dir.resolve()
+    if target == WORKSPACE.resolve() or WORKSPACE.resolve() in target.parents:
+        raise ValueError(f"{exercises_dir} is in the learner's workspace, which the generator "
+                         f"never writes to")
     expected = generated_exercises(solutions_dir)
     exercises_dir.mkdir(parents=True, exist_ok=True)
     changes = []

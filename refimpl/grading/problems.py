@@ -1,15 +1,20 @@
 """Problems generated from a seed: the same seed, the same problem; a new seed, a fresh one.
 
 The checks draw their cases from these, and learners can ask for practice instances:
-`practice("00-walk", seed=7)` prints a problem; `.answer()` on what it returns tells the answer.
+`practice("00-walk", seed=7)` shows a problem with everything needed to solve it (for a walk, the
+tiny machine's whole RAM, drawn as in lesson 00); `.answer()` tells the answer, written in the
+question's radix. Practice uses only the formats the lessons teach (TINY and x86_64); the checks
+also try others, to show an answer is general.
 """
 
 from __future__ import annotations
 
+import html
 import random
 from dataclasses import dataclass
 
-from refimpl.hw import I386, I686_PAE, TINY, X86_64, Machine, PagingFormat, PTEFlags, trace_walk
+from refimpl.hw import (I386, I686_PAE, TINY, X86_64, Machine, PagingFormat, PTEFlags, level_name,
+                        trace_walk)
 from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.prekernel import PageTableBuilder
 from refimpl.kernel.virtual_range import VirtualRange
@@ -55,7 +60,8 @@ class TinyMachineProblem:
 
     def __str__(self) -> str:
         return (f"TINY machine, CR3 = {self.cr3:#x}; translate "
-                f"{', '.join(f'{a:#05x}' for a in self.addresses)} (None where it faults)")
+                f"{', '.join(f'{a:#05x}' for a in self.addresses)}: to which physical "
+                f"address each, or does it fault?")
 
 
 def random_tiny_machine(seed: int) -> TinyMachineProblem:
@@ -90,41 +96,122 @@ def random_free_ranges(seed: int) -> tuple[list[VirtualRange], int, int]:
     return ranges, size, alignment
 
 
-@dataclass
-class Practice:
-    statement: str
-    _answer: object
+LESSON_FORMATS = (TINY, X86_64)
+"""The formats lesson 00 teaches: practice problems use only these."""
 
-    def answer(self) -> object:
+
+@dataclass(frozen=True)
+class Answer:
+    """A practice answer: the value, and how the question's radix writes it."""
+
+    value: object
+    text: str
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Practice:
+    """A problem with everything needed to solve it, and its answer on request."""
+
+    statement: str
+    _answer: Answer
+    picture: str = ""
+    """The problem's machine as HTML (drawn as in lesson 00); `details` says it in text."""
+    details: str = ""
+
+    def answer(self) -> Answer:
         return self._answer
 
     def __repr__(self) -> str:
-        return f"{self.statement}\n(call .answer() to see the answer)"
+        return "\n".join(filter(None, [self.statement, self.details,
+                                       "(call .answer() to see the answer)"]))
+
+    def _repr_html_(self) -> str:
+        return (f"<p>{html.escape(self.statement)}</p>{self.picture}"
+                f"<p><i>Call <code>.answer()</code> to see the answer.</i></p>")
+
+
+def _geometry(fmt: PagingFormat) -> str:
+    levels = ", ".join(f"{level_name(fmt, level)} {bits}" for level, bits in
+                       enumerate(fmt.level_bits))
+    return (f"{fmt.name}: {fmt.page_size}-byte pages ({fmt.page_shift} offset bits), "
+            f"{fmt.levels} levels, index bits top first: {levels}")
+
+
+def _split_address(rng: random.Random) -> Practice:
+    fmt = rng.choice(LESSON_FORMATS)
+    address = random_address(fmt, rng)
+    indices, offset = fmt.indices(address), fmt.page_offset(address)
+    text = ", ".join(f"{level_name(fmt, level)} index {index:#x}"
+                     for level, index in enumerate(indices)) + f", offset {offset:#x}"
+    return Practice(f"Split {address:#x} into its table indices and page offset "
+                    f"({_geometry(fmt)}).", Answer((indices, offset), text))
+
+
+def _decode_entry(rng: random.Random) -> Practice:
+    fmt = rng.choice(LESSON_FORMATS)
+    entry = random_entry(fmt, rng)
+    flags = fmt.decode_flags(entry)
+    names = [flag.name for flag in PTEFlags
+             if flag is not PTEFlags.PRESENT and fmt.has(flag) and flag & flags]
+    text = (f"present: {bool(flags & PTEFlags.PRESENT)}, frame {fmt.decode_frame(entry):#x}, "
+            f"flags: {' | '.join(names) or 'none'}")
+    bits = ", ".join([f"present bit {fmt.present_bit}"] + [
+        f"{flag.name} bit {bit}" for flag, bit in fmt.flag_bits.items()])
+    return Practice(f"Decode the {fmt.name} entry {entry:#x}: is it present, which frame, which "
+                    f"other flags? ({fmt.name} entries: frame in bits {fmt.frame_shift}.."
+                    f"{fmt.frame_shift + fmt.frame_bits - 1}; {bits}.)",
+                    Answer((bool(flags & PTEFlags.PRESENT), fmt.decode_frame(entry), flags),
+                           text))
+
+
+def _walk(seed: int) -> Practice:
+    from refimpl.viz.ram_view import RamModel, render_ram  # ipywidgets: notebooks only
+    problem = random_tiny_machine(seed)
+    memory = problem.machine.memory
+    answers = problem.answer()
+    text = ", ".join(f"{address:#05x} -> {'fault' if paddr is None else f'{paddr:#05x}'}"
+                     for address, paddr in answers.items())
+    size = memory.page_size
+    dump = "\n".join(f"frame {frame:#04x}: {memory.read(frame * size, size).hex(' ')}"
+                     for frame in range(memory.frame_count))
+    return Practice(f"{problem}. {_geometry(TINY)}; an entry is one byte: bit 7 present, "
+                    f"6 writable, 5 user, 4..0 frame. The RAM, one row per frame:",
+                    Answer(answers, text), picture=render_ram(RamModel(memory, problem.cr3)),
+                    details=dump)
+
+
+def _first_fit(seed: int) -> Practice:
+    from refimpl.grading.checks.lesson01 import first_fit_with_guard_pages
+    ranges, size, alignment = random_free_ranges(seed)
+    found = first_fit_with_guard_pages(ranges, size, alignment)
+    return Practice(f"Free ranges {', '.join(map(str, ranges))}: where does "
+                    f"VirtualRangeAllocator (lesson 01: first fit, a guard page on each side, "
+                    f"the alignment added in full) put {size:#x} bytes aligned to "
+                    f"{alignment:#x}?", Answer(found, "ENOMEM" if found is None else str(found)))
+
+
+def _region_tree_first_fit(seed: int, rng: random.Random) -> Practice:
+    from refimpl.grading.checks.lesson06 import first_fit, random_regions, random_request
+    total, regions = random_regions(seed)
+    size, alignment = random_request(rng)
+    found = first_fit(total, regions, size, alignment)
+    return Practice(f"Total range {total}, regions {', '.join(map(str, regions)) or 'none'}: "
+                    f"where does RegionTree (lesson 06: first fit, a hole must hold size + "
+                    f"alignment) put {size:#x} bytes aligned to {alignment:#x}?",
+                    Answer(found, "ENOMEM" if found is None else str(found)))
 
 
 def practice(grade_id: str, seed: int) -> Practice:
     """A fresh instance of an exercise's problem, for practice."""
     rng = random.Random(seed)
-    if grade_id == "00-split-address":
-        fmt = rng.choice(FORMATS)
-        address = random_address(fmt, rng)
-        return Practice(f"Split {address:#x} in the {fmt.name} format into its indices and "
-                        f"offset.", (fmt.indices(address), fmt.page_offset(address)))
-    if grade_id == "00-walk":
-        problem = random_tiny_machine(seed)
-        return Practice(str(problem), problem.answer())
-    if grade_id == "01-first-fit":
-        from refimpl.grading.checks.lesson01 import first_fit_with_guard_pages
-        ranges, size, alignment = random_free_ranges(seed)
-        return Practice(f"Free ranges {', '.join(map(str, ranges))}: where does "
-                        f"VirtualRangeAllocator put {size:#x} bytes aligned to {alignment:#x}?",
-                        first_fit_with_guard_pages(ranges, size, alignment))
-    if grade_id == "06-first-fit":
-        from refimpl.grading.checks.lesson06 import first_fit, random_regions, random_request
-        total, regions = random_regions(seed)
-        size, alignment = random_request(rng)
-        return Practice(f"Total range {total}, regions {', '.join(map(str, regions)) or 'none'}: "
-                        f"where does RegionTree put {size:#x} bytes aligned to {alignment:#x}?",
-                        first_fit(total, regions, size, alignment))
-    raise ValueError(f"no practice generator for {grade_id!r}; try 00-split-address, 00-walk, "
-                     f"01-first-fit or 06-first-fit")
+    makers = {"00-split-address": lambda: _split_address(rng),
+              "00-decode-entry": lambda: _decode_entry(rng),
+              "00-walk": lambda: _walk(seed), "01-first-fit": lambda: _first_fit(seed),
+              "06-first-fit": lambda: _region_tree_first_fit(seed, rng)}
+    if grade_id not in makers:
+        raise ValueError(f"no practice generator for {grade_id!r}; try "
+                         f"{', '.join(sorted(makers))}")
+    return makers[grade_id]()

@@ -29,6 +29,20 @@ def call(function: Callable, *args, case: str):
         raise CheckFailed(f"{case}: your code raised {type(error).__name__}: {error}") from None
 
 
+def shown(value, spec: str = "#x") -> str:
+    """A value as the question writes it: an int in the question's radix (`spec`: "#x" hex,
+    "d" decimal, "#07b" binary), anything else, a wrong type included, as its repr."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format(value, spec)
+    return repr(value)
+
+
+def describe_format(fmt) -> str:
+    """A paging format by its geometry, for formats the lessons do not name (ostep, i386...)."""
+    return (f"{fmt.name} ({fmt.levels} levels of {'/'.join(map(str, fmt.level_bits))} index "
+            f"bits, {fmt.page_size}-byte pages)")
+
+
 def passed(count: int, what: str) -> str:
     return f"passed: {count} {what}"
 
@@ -43,6 +57,7 @@ def format_cases(hidden: bool):
 
 def fresh_kernel(cpus: int = 1) -> MemoryManager:
     return MemoryManager(Machine(X86_64, ram_size=16 * MiB, cpu_count=cpus))
+
 
 def expect_value(result, case: str):
     if not isinstance(result, ErrorOr):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from refimpl.grading.checks.common import call, format_cases, passed, seeds
+from refimpl.grading.checks.common import (call, describe_format, format_cases, passed, seeds,
+                                           shown)
 from refimpl.grading.exercises import CheckFailed, exercise
 from refimpl.grading.problems import random_address, random_entry, random_tiny_machine
 from refimpl.hw import PTEFlags, level_name
@@ -13,19 +14,19 @@ def check_split_address(split_address, hidden=False):
     cases = 0
     for rng, fmt in format_cases(hidden):
         address = random_address(fmt, rng)
-        case = f"{address:#x} in {fmt.name}"
+        case = f"{address:#x} in {describe_format(fmt)}"
         indices, offset = call(split_address, fmt, address, case=case)
         for level, wanted in enumerate(fmt.indices(address)):
             if level >= len(indices) or indices[level] != wanted:
-                got = indices[level] if level < len(indices) else "nothing"
+                got = shown(indices[level], "d") if level < len(indices) else "nothing"
                 raise CheckFailed(f"{case}: the {level_name(fmt, level)} index (level "
-                                  f"{level}) is {wanted:#x}, you gave {got}")
+                                  f"{level}) is {wanted}, you gave {got}")
         if len(indices) != fmt.levels:
             raise CheckFailed(f"{case}: {fmt.name} has {fmt.levels} levels, you gave "
                               f"{len(indices)} indices")
         if offset != fmt.page_offset(address):
             raise CheckFailed(f"{case}: the page offset is {fmt.page_offset(address):#x}, "
-                              f"you gave {offset:#x}")
+                              f"you gave {shown(offset)}")
         cases += 1
     return passed(cases, "addresses in 5 formats")
 
@@ -35,7 +36,7 @@ def check_decode_entry(decode_entry, hidden=False):
     cases = 0
     for rng, fmt in format_cases(hidden):
         entry = random_entry(fmt, rng)
-        case = f"entry {entry:#x} in {fmt.name}"
+        case = f"entry {entry:#x} in {describe_format(fmt)}"
         present, frame, flags = call(decode_entry, fmt, entry, case=case)
         wanted_flags = fmt.decode_flags(entry)
         if bool(present) != bool(wanted_flags & PTEFlags.PRESENT):
@@ -44,7 +45,7 @@ def check_decode_entry(decode_entry, hidden=False):
         if frame != fmt.decode_frame(entry):
             raise CheckFailed(f"{case}: the frame is {fmt.decode_frame(entry):#x} (bits "
                               f"{fmt.frame_shift}..{fmt.frame_shift + fmt.frame_bits - 1}),"
-                              f" you gave {frame:#x}")
+                              f" you gave {shown(frame)}")
         for flag in PTEFlags:
             if flag is not PTEFlags.PRESENT and fmt.has(flag) and \
                     bool(flag & flags) != bool(flag & wanted_flags):
@@ -65,8 +66,7 @@ def check_walk(walk, hidden=False):
             got = call(walk, problem.machine.memory, problem.cr3, address, case=case)
             if got != wanted:
                 expected = "a fault (None)" if wanted is None else f"{wanted:#x}"
-                shown = "None" if got is None else f"{got:#x}"
-                raise CheckFailed(f"{case}: expected {expected}, got {shown}")
+                raise CheckFailed(f"{case}: expected {expected}, got {shown(got)}")
             cases += 1
     return passed(cases, "translations on random tiny machines")
 
@@ -79,5 +79,6 @@ def check_error_code(page_fault_error_code, hidden=False):
         wanted = sum(value for i, (_, value) in enumerate(bits) if combination >> i & 1)
         got = call(page_fault_error_code, *flags.values(), case=str(flags))
         if got != wanted:
-            raise CheckFailed(f"{flags}: the error code is {wanted:#07b}, you gave {got:#07b}")
+            raise CheckFailed(f"{flags}: the error code is {wanted:#07b}, you gave "
+                              f"{shown(got, '#07b')}")
     return passed(16, "combinations")
