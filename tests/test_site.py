@@ -21,7 +21,7 @@ import pytest
 
 from refimpl.site import MARKER, build_site, markdown_with_math, npm_package, rewrite_links
 from run import tool_environment
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, require, sync_api
+from tests.browser_lab import CHROMIUM, CHROMIUM_FLAGS, require, sync_api
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE_ROOT = Path(os.environ.get("SITE_ROOT", ROOT)).resolve()

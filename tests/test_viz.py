@@ -32,7 +32,7 @@ def test_parse_address_accepts_what_learners_type():
 def test_walk_model_rows_and_fields(tiny):
     machine, cr3 = tiny
     model = PageWalkModel(machine.memory, cr3, "0x347")
-    assert model.ok and model.message == "0x347 -> physical 0xc7"
+    assert model.ok and model.message == "0x347 -> physical 0xc7 (read by supervisor: allowed)"
     assert model.index_fields() == [("PD", "11..8", 3), ("PT", "7..4", 4), ("offset", "3..0", 7)]
     rows = model.rows()
     assert [row["level"] for row in rows] == ["PD", "PT"]

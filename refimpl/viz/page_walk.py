@@ -81,6 +81,8 @@ class PageWalkModel:
             return
         self.trace = trace_walk(self.memory, self.cr3, vaddr, self.access)
         self.message = self.trace.summary()
+        if self.ok:  # the same address may fault for another access: say which one passed
+            self.message += f" ({Access.describe(self.access)}: allowed)"
 
     @property
     def ok(self) -> bool:
