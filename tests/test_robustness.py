@@ -58,3 +58,40 @@ def test_k1_a_long_write_into_unmapped_memory_is_efault_not_an_exception():
     assert result.error().code() == EFAULT
     assert MUST(read_user_memory(space, region.vaddr() + 4 * PAGE, 1)) == b"x"  # copy_to_user
     assert read_user_memory(space, 1 << 63, 8).error().code() == EFAULT  # non-canonical
+
+
+# K2, K8, K13: validate before allocating ---------------------------------------------------------
+
+@pytest.mark.parametrize("address", [-PAGE, 2**64 - PAGE, 2**64, 2**70])
+def test_k2_a_placement_outside_the_address_space_is_refused_before_allocating(address):
+    space = new_space()
+    before = KernelSnapshot.take(space.mm, (space,))
+    result = space.allocate_region(PAGE, address=address, mmap=True)
+    assert result.is_error() and result.error().code() in (EINVAL, ENOMEM)
+    assert before.differences(KernelSnapshot.take(space.mm, (space,))) == []
+
+
+@pytest.mark.parametrize("argument, value", [("alignment", None), ("alignment", 8192.0),
+                                             ("prot", None), ("prot", 1.0), ("size", "4096"),
+                                             ("address", 4096.0), ("name", 3)])
+def test_k8_a_wrong_typed_argument_is_a_type_error_that_leaks_nothing(argument, value):
+    space = new_space()
+    before = KernelSnapshot.take(space.mm, (space,))
+    arguments = {"size": PAGE, argument: value}
+    with pytest.raises(TypeError, match=argument):
+        space.allocate_region(**arguments)
+    assert before.differences(KernelSnapshot.take(space.mm, (space,))) == []
+
+
+def test_k13_a_misaligned_vmobject_offset_is_einval_not_rounded_down():
+    from refimpl.kernel import AnonymousVMObject
+    space = new_space()
+    vmobject = MUST(AnonymousVMObject.try_create_with_size(space.mm, 4 * PAGE))
+    assert space.allocate_region_with_vmobject(PAGE, vmobject, 100).error().code() == EINVAL
+    vmobject.unref()
+
+
+def test_k13_an_address_is_an_int():
+    from refimpl.kernel import VirtualAddress
+    with pytest.raises(TypeError, match="address"):
+        VirtualAddress(0.5)

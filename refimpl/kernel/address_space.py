@@ -25,7 +25,7 @@ from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, p
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
-from refimpl.kernel.virtual_range import VirtualRange
+from refimpl.kernel.virtual_range import ADDRESS_LIMIT, VirtualRange
 
 if TYPE_CHECKING:
     from refimpl.kernel.memory_manager import MemoryManager
@@ -86,8 +86,10 @@ class AddressSpace:
                         PROT_WRITE, randomize: bool = False, mmap: bool = False,
                         strategy: AllocationStrategy = AllocationStrategy.NONE):
         """ErrorOr[Region]: a new anonymous region, placed (anywhere, randomized, or at
-        `address`) and mapped."""
-        problem = _check_placement_request(address, size)
+        `address`) and mapped. Every argument is checked before anything is allocated."""
+        if not isinstance(strategy, AllocationStrategy):
+            raise TypeError(f"strategy must be an AllocationStrategy, not {strategy!r}")
+        problem = self._check_region_request(size, address, alignment, prot, name)
         if problem:
             return problem
         vmobject = TRY(AnonymousVMObject.try_create_with_size(self._mm, page_round_up(size),
@@ -104,24 +106,55 @@ class AddressSpace:
                                       alignment: int = PAGE_SIZE, name: str = "",
                                       prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
                                       randomize: bool = False, mmap: bool = False):
-        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` on."""
-        problem = _check_placement_request(address, size)
+        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` (page-aligned) on."""
+        if not isinstance(vmobject, AnonymousVMObject):
+            raise TypeError(f"vmobject must be an AnonymousVMObject, not {vmobject!r}")
+        _check_int("offset_in_vmobject", offset_in_vmobject)
+        problem = self._check_region_request(size, address, alignment, prot, name)
         if problem:
             return problem
         size = page_round_up(size)
-        if offset_in_vmobject < 0 or offset_in_vmobject + size > vmobject.size():
+        if not is_page_aligned(offset_in_vmobject) or offset_in_vmobject < 0 or \
+                offset_in_vmobject + size > vmobject.size():
             return Error.from_errno(Errno.EINVAL, f"[{offset_in_vmobject:#x}, +{size:#x}) is "
-                                                  f"outside the VMObject ({vmobject.size():#x})")
-        region = TRY(Region.try_create_unplaced(
-            self._mm, vmobject, offset_in_vmobject - offset_in_vmobject % PAGE_SIZE, name,
-            Access(prot & 7), shared=shared))
-        region.mmap = mmap
+                                                  f"not a page-aligned part of the VMObject "
+                                                  f"({vmobject.size():#x} bytes)")
+        region = TRY(Region.try_create_unplaced(self._mm, vmobject, offset_in_vmobject, name,
+                                                Access(prot), shared=bool(shared)))
+        region.mmap = bool(mmap)
         if address is None:
-            placed = self.region_tree.place_anywhere(region, size, alignment, randomize)
+            placed = self.region_tree.place_anywhere(region, size, alignment, bool(randomize))
         else:
             placed = self.region_tree.place_specifically(
                 region, VirtualRange(VirtualAddress(address), size))
         return self._map_placed_region(region, placed)
+
+    def _check_region_request(self, size: int, address: int | None, alignment: int, prot: int,
+                              name: str) -> Error | None:
+        """Why a region cannot be made (EINVAL, or ENOMEM for more than the user range), or
+        None; a wrong type is a TypeError naming the argument. Nothing has been allocated yet:
+        a VirtualAddress, a VirtualRange or a VMObject built later must not be what refuses."""
+        _check_int("size", size)
+        _check_int("alignment", alignment)
+        _check_int("prot", prot)
+        if address is not None:
+            _check_int("address", address)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) or prot < 0:
+            return Error.from_errno(Errno.EINVAL, f"prot {prot:#x} has unknown bits")
+        if alignment < PAGE_SIZE or alignment & (alignment - 1):
+            return Error.from_errno(Errno.EINVAL, f"alignment {alignment:#x} is not a power of "
+                                                  f"two of at least a page")
+        if size <= 0:
+            return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
+        if size > self.region_tree.total_range.size:
+            return Error.from_errno(Errno.ENOMEM, f"size {size:#x} is more than the user range")
+        if address is not None and (address < 0 or not is_page_aligned(address)
+                                    or address + page_round_up(size) > ADDRESS_LIMIT):
+            return Error.from_errno(Errno.EINVAL, f"address {address:#x} is negative, "
+                                                  f"misaligned or ends past 2**64")
+        return None
 
     @fallible
     def _map_placed_region(self, region: Region, placed):
@@ -334,9 +367,7 @@ class AddressSpace:
                 f"user range {self.region_tree.total_range})")
 
 
-def _check_placement_request(address: int | None, size: int) -> Error | None:
-    if size <= 0:
-        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
-    if address is not None and not is_page_aligned(address):
-        return Error.from_errno(Errno.EINVAL, f"address {address:#x} is not page-aligned")
-    return None
+def _check_int(name: str, value: object) -> None:
+    """TypeError naming the argument unless `value` is an int (bool is not one here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
