@@ -95,3 +95,24 @@ def test_k13_an_address_is_an_int():
     from refimpl.kernel import VirtualAddress
     with pytest.raises(TypeError, match="address"):
         VirtualAddress(0.5)
+
+
+# K5: a CoW copy does not depend on CR3 -----------------------------------------------------------
+
+def test_k5_a_cow_fault_copies_the_right_page_whatever_cr3_is_loaded():
+    from refimpl.hw import Access, PageFault
+    space = new_space()
+    region = MUST(space.allocate_region(PAGE, mmap=True))
+    MUST(write_user_memory(space, region.vaddr(), b"shared-data!"))
+    child = MUST(space.try_clone())
+    other = MUST(AddressSpace.try_create(space.mm, seed=0))  # same user range base
+    other_region = MUST(other.allocate_region(PAGE, address=region.vaddr(), mmap=True))
+    MUST(write_user_memory(other, other_region.vaddr(), b"PARENT-ONLY!"))
+    mmu = space.mm.current_cpu().mmu
+    for cr3 in (other.page_directory.cr3(), space.mm.kernel_page_directory().cr3()):
+        mmu.load_cr3(cr3)
+        grandchild = MUST(child.try_clone())
+        fault = PageFault(region.vaddr(), 1 | Access.WRITE | Access.USER)
+        MUST(grandchild.handle_page_fault(fault))
+        assert MUST(read_user_memory(grandchild, region.vaddr(), 12)) == b"shared-data!"
+        check(grandchild)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
+from refimpl.kernel.memory_manager import ShouldZeroFill
 from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
 from refimpl.kernel.vmobject import VMObject
 
@@ -126,16 +127,25 @@ class AnonymousVMObject(VMObject):
 
     @fallible
     def handle_cow_fault(self, page_index: int, vaddr: int):
-        """Give this object its own copy of a CoW page. `vaddr` maps the old page (read-only) in
-        the faulting address space; the copy is read from there, as SerenityOS does."""
+        """Give this object its own copy of a CoW page (`vaddr` is where it faulted).
+
+        The copy reads the old page by its physical address, through this CPU's quickmap
+        window, so it is right whatever CR3 is loaded. SerenityOS reads it through `vaddr`
+        instead, in the faulting process's address space with SMAP disabled (24ecf1d0218:
+        Kernel/Memory/AnonymousVMObject.cpp#L330-L333), which is only correct because a fault
+        is always handled with the faulting process's CR3 loaded; here the kernel's tests and
+        lessons may call the handler from anywhere, so it must not depend on that.
+        """
         VERIFY(self.should_cow(page_index), "CoW fault on a page that is not copy-on-write")
         old = self.physical_pages[page_index]
         if old.ref_count() == 1:
             self.cow_map.discard(page_index)  # the last holder: the page is ours alone now
             return None
-        new = TRY(self._mm.allocate_physical_page(purpose=PagePurpose.USER))
+        new = TRY(self._mm.allocate_physical_page(ShouldZeroFill.NO, PagePurpose.USER))
         cpu = self._mm.current_cpu()
-        contents = cpu.load(vaddr & ~(PAGE_SIZE - 1), PAGE_SIZE)
+        window = self._mm.quickmap_page(old.paddr())
+        contents = cpu.load(window, PAGE_SIZE)
+        self._mm.unquickmap_page()
         window = self._mm.quickmap_page(new.paddr())
         cpu.store(window, contents)
         self._mm.unquickmap_page()
