@@ -116,3 +116,23 @@ def test_k5_a_cow_fault_copies_the_right_page_whatever_cr3_is_loaded():
         MUST(grandchild.handle_page_fault(fault))
         assert MUST(read_user_memory(grandchild, region.vaddr(), 12)) == b"shared-data!"
         check(grandchild)
+
+
+# K14: TRY where it cannot return -----------------------------------------------------------------
+
+def test_k14_try_outside_any_fallible_function_is_a_clear_error():
+    from refimpl.ak import TRY, Errno, Error, ErrorOr, KernelPanic
+    failing = ErrorOr.from_error(Error.from_errno(Errno.ENOMEM))
+    with pytest.raises(KernelPanic, match="not @fallible"):
+        TRY(failing)
+    namespace = {"TRY": TRY, "failing": failing}
+    with pytest.raises(KernelPanic, match="notebook cell"):
+        exec("TRY(failing)", namespace)
+
+
+def test_k14_fallible_refuses_a_generator():
+    from refimpl.ak import fallible
+    with pytest.raises(TypeError, match="generator"):
+        @fallible
+        def pages():
+            yield 1
