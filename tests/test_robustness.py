@@ -136,3 +136,25 @@ def test_k14_fallible_refuses_a_generator():
         @fallible
         def pages():
             yield 1
+
+
+# K6: kmalloc of any size is ENOMEM, never a host error ---------------------------------------------
+
+@pytest.mark.parametrize("size", [2**64, 2**70, 2**100])
+def test_k6_a_huge_kmalloc_or_region_is_enomem(size):
+    space = new_space()
+    mm = space.mm
+    before = KernelSnapshot.take(mm, (space,))
+    assert mm.kmalloc(size).error().code() == ENOMEM
+    assert space.allocate_region(size).error().code() == ENOMEM
+    assert before.differences(KernelSnapshot.take(mm, (space,))) == []
+
+
+def test_k6_a_kmalloc_of_a_wrong_type_is_a_type_error_and_consumes_no_injected_failure():
+    from refimpl.kernel import AllocationKind
+    mm = new_space().mm
+    mm.allocations.fail_nth(AllocationKind.KMALLOC, 1)
+    with pytest.raises(TypeError, match="size"):
+        mm.kmalloc(1.5)
+    assert mm.allocations.is_armed(AllocationKind.KMALLOC)
+    assert mm.kmalloc(16).error().code() == ENOMEM

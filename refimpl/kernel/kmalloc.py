@@ -72,15 +72,22 @@ class KmallocHeap:
         self._mm = mm
         self.subheaps = [KmallocSubheap(layout.initial_kmalloc_base,
                                         layout.initial_kmalloc_pages * PAGE_SIZE)]
+        self._expansion_base = layout.kmalloc_range_base
         self._next_expansion_base = layout.kmalloc_range_base
         self._expansion_end = layout.kmalloc_range_base + layout.kmalloc_range_size
         self.expansions = 0
 
     @fallible
     def kmalloc(self, size: int):
-        """A kernel virtual address of at least `size` free bytes: ErrorOr[VirtualAddress]."""
+        """A kernel virtual address of at least `size` free bytes: ErrorOr[VirtualAddress].
+        A request that could never fit is ENOMEM before it counts as an allocation."""
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int, not {type(size).__name__}: {size!r}")
         if size < 0:
             return Error.from_errno(Errno.EINVAL, f"kmalloc of a negative size ({size})")
+        if size > self._expansion_end - self._expansion_base:
+            return Error.from_errno(Errno.ENOMEM, f"kmalloc({size:#x}) is larger than the whole "
+                                                  f"kmalloc range")
         if self._mm.allocations.note(AllocationKind.KMALLOC, size):
             return Error.from_errno(Errno.ENOMEM, "injected kmalloc failure")
         for subheap in self.subheaps:
