@@ -158,3 +158,21 @@ def test_k6_a_kmalloc_of_a_wrong_type_is_a_type_error_and_consumes_no_injected_f
         mm.kmalloc(1.5)
     assert mm.allocations.is_armed(AllocationKind.KMALLOC)
     assert mm.kmalloc(16).error().code() == ENOMEM
+
+
+# K3: identity-map only what no allocator owns ----------------------------------------------------
+
+@pytest.mark.parametrize("where", ["free frame", "allocated frame", "negative", "last frame"])
+def test_k3_an_identity_mapping_of_allocator_memory_is_refused_and_changes_nothing(where):
+    from refimpl.kernel import create_identity_mapped_region
+    space = new_space()
+    mm = space.mm
+    page = MUST(mm.allocate_physical_page())
+    paddr = {"free frame": page.paddr() + 8 * PAGE, "allocated frame": page.paddr(),
+             "negative": -PAGE, "last frame": mm.machine.memory.size - PAGE}[where]
+    before = KernelSnapshot.take(mm, (space,))
+    result = create_identity_mapped_region(mm, paddr, PAGE)
+    assert result.error().code() in (EINVAL, 16)  # EBUSY
+    assert before.differences(KernelSnapshot.take(mm, (space,))) == []
+    assert physical_page_violations(mm) == []
+    MUST(mm.allocate_physical_page())

@@ -75,14 +75,24 @@ class AnonymousVMObject(VMObject):
     @staticmethod
     @fallible
     def try_create_for_physical_range(mm: MemoryManager, paddr: int, size: int):
-        """ErrorOr[AnonymousVMObject] over `[paddr, paddr + size)`, pages that are not RAM the
-        allocator owns (low memory, devices). They never return to the free list."""
-        if not is_page_aligned(paddr) or size <= 0 or not is_page_aligned(size):
+        """ErrorOr[AnonymousVMObject] over `[paddr, paddr + size)`: reserved low memory that no
+        allocator owns (the AP trampoline page). A frame the physical allocator owns, free or
+        not, is EBUSY: taking it here would hand it out twice. Its pages never return to the
+        free list."""
+        for name, value in (("paddr", paddr), ("size", size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+        if paddr < 0 or not is_page_aligned(paddr) or size <= 0 or not is_page_aligned(size):
             return Error.from_errno(Errno.EINVAL, f"physical range P{paddr:#x} +{size:#x} is "
-                                                  f"not page-aligned")
+                                                  f"negative, empty or not page-aligned")
         frames = range(paddr // PAGE_SIZE, (paddr + size) // PAGE_SIZE)
         if frames.stop > len(mm.physical_page_entries):
             return Error.from_errno(Errno.EINVAL, f"P{paddr:#x} +{size:#x} is outside RAM")
+        allocator = mm.user_physical_region
+        owned = range(allocator.first_page, allocator.first_page + allocator.page_count)
+        if frames.start < owned.stop and owned.start < frames.stop:
+            return Error.from_errno(Errno.EBUSY, f"P{paddr:#x} +{size:#x} belongs to the "
+                                                 f"physical page allocator")
         if any(mm.physical_page_entries[frame] is not None for frame in frames):
             return Error.from_errno(Errno.EBUSY, f"P{paddr:#x} +{size:#x} is in use")
         address = TRY(mm.kmalloc(AnonymousVMObject.heap_size(len(frames))))
