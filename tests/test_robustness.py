@@ -176,3 +176,32 @@ def test_k3_an_identity_mapping_of_allocator_memory_is_refused_and_changes_nothi
     assert before.differences(KernelSnapshot.take(mm, (space,))) == []
     assert physical_page_violations(mm) == []
     MUST(mm.allocate_physical_page())
+
+
+# K9: destroy checks before it tears down -----------------------------------------------------------
+
+def test_k9_destroying_a_space_loaded_on_another_cpu_panics_before_changing_anything():
+    from refimpl.ak import KernelPanic
+    space = new_space(cpus=2)
+    mm = space.mm
+    MUST(space.allocate_region(2 * PAGE, mmap=True))
+    mm.machine.cpus[1].enable_paging(space.page_directory.cr3())
+    before = KernelSnapshot.take(mm, (space,))
+    with pytest.raises(KernelPanic, match="loaded on CPU"):
+        space.destroy()
+    assert before.differences(KernelSnapshot.take(mm, (space,))) == []
+    mm.machine.cpus[1].mmu.load_cr3(mm.kernel_page_directory().cr3())
+    space.destroy()
+    assert physical_page_violations(mm) == []
+
+
+# K12: ensure_pte never puts a user page table into the shared kernel PD --------------------------
+
+def test_k12_ensure_pte_of_a_kernel_address_through_a_user_directory_panics():
+    from refimpl.ak import KernelPanic
+    space = new_space()
+    mm = space.mm
+    before = KernelSnapshot.take(mm, (space,))
+    with pytest.raises(KernelPanic, match="kernel address"):
+        mm.ensure_pte(space.page_directory, mm.layout.kernel_mapping_base + 0x1000_0000)
+    assert before.differences(KernelSnapshot.take(mm, (space,))) == []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, Errno, Error, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
 from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
@@ -68,7 +68,11 @@ class AddressSpace:
         return self._mm
 
     def destroy(self) -> None:
-        """Unmap and free every region, then the directory: every page goes back."""
+        """Unmap and free every region, then the directory: every page goes back. A directory
+        still loaded on a CPU is a kernel bug, checked before anything is torn down."""
+        directory = self.page_directory
+        loaded = [cpu.id for cpu in self._mm.machine.cpus if cpu.mmu.cr3 == directory.cr3()]
+        VERIFY(not loaded, f"destroying {self!r} while its directory is loaded on CPU {loaded}")
         self.remove_all_regions()
         self.page_directory.destroy()
         self._mm.kfree(self._object_address)

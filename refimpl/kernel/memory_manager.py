@@ -224,6 +224,11 @@ class MemoryManager:
         touches the kernel heap, so no nested call can retarget the PD window under our feet.
         """
         self._verify_reachable(directory, vaddr)
+        # A kernel address through a user directory would put a user-allowed, non-global page
+        # table into the kernel PD, which every directory shares.
+        VERIFY(directory is self._kernel_page_directory or self.layout.is_user_address(vaddr),
+               f"ensure_pte: V{vaddr:#x} is a kernel address; use the kernel page directory, "
+               f"not {directory!r}")
         layout = self.layout
         pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
         if pde.is_present():
