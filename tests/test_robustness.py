@@ -205,3 +205,27 @@ def test_k12_ensure_pte_of_a_kernel_address_through_a_user_directory_panics():
     with pytest.raises(KernelPanic, match="kernel address"):
         mm.ensure_pte(space.page_directory, mm.layout.kernel_mapping_base + 0x1000_0000)
     assert before.differences(KernelSnapshot.take(mm, (space,))) == []
+
+
+# K11: a VirtualRangeAllocator is set up once, with a page-aligned range ----------------------------
+
+@pytest.mark.parametrize("base, size", [(1, 4095), (0x1000, 0x1800), (-PAGE, PAGE), (0, 0),
+                                        (2**64 - PAGE, 2 * PAGE)])
+def test_k11_initialize_with_range_refuses_a_bad_range(base, size):
+    from refimpl.kernel import VirtualRangeAllocator
+    mm = new_space().mm
+    allocator = VirtualRangeAllocator(mm)
+    before = KernelSnapshot.take(mm)
+    assert allocator.initialize_with_range(base, size).error().code() == EINVAL
+    assert before.differences(KernelSnapshot.take(mm)) == [] and not allocator.available_ranges()
+
+
+def test_k11_initializing_twice_is_refused_and_leaks_nothing():
+    from refimpl.kernel import VirtualRangeAllocator
+    mm = new_space().mm
+    allocator = VirtualRangeAllocator(mm)
+    MUST(allocator.initialize_with_range(0x10_0000, 16 * PAGE))
+    before = KernelSnapshot.take(mm)
+    assert allocator.initialize_with_range(0x20_0000, 16 * PAGE).error().code() == 16
+    assert allocator.initialize_from_parent(allocator).error().code() == 16
+    assert before.differences(KernelSnapshot.take(mm)) == []
