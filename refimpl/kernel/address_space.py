@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
 from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
@@ -88,9 +88,12 @@ class AddressSpace:
     def allocate_region(self, size: int, *, address: int | None = None,
                         alignment: int = PAGE_SIZE, name: str = "", prot: int = PROT_READ |
                         PROT_WRITE, randomize: bool = False, mmap: bool = False,
+                        shared: bool = False, replace: bool = False,
                         strategy: AllocationStrategy = AllocationStrategy.NONE):
         """ErrorOr[Region]: a new anonymous region, placed (anywhere, randomized, or at
-        `address`) and mapped. Every argument is checked before anything is allocated."""
+        `address`) and mapped; `shared` regions stay shared across fork. With `replace`
+        (MAP_FIXED), whatever was mapped at `address` is unmapped first. Every argument is
+        checked before anything is allocated."""
         if not isinstance(strategy, AllocationStrategy):
             raise TypeError(f"strategy must be an AllocationStrategy, not {strategy!r}")
         problem = self._check_region_request(size, address, alignment, prot, name)
@@ -100,7 +103,7 @@ class AddressSpace:
                                                               strategy))
         result = self.allocate_region_with_vmobject(
             size, vmobject, 0, address=address, alignment=alignment, name=name, prot=prot,
-            randomize=randomize, mmap=mmap)
+            shared=shared, randomize=randomize, mmap=mmap, replace=replace)
         vmobject.unref()  # the region holds its own reference, if it was made
         return result
 
@@ -109,8 +112,10 @@ class AddressSpace:
                                       offset_in_vmobject: int, *, address: int | None = None,
                                       alignment: int = PAGE_SIZE, name: str = "",
                                       prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
-                                      randomize: bool = False, mmap: bool = False):
-        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` (page-aligned) on."""
+                                      randomize: bool = False, mmap: bool = False,
+                                      replace: bool = False):
+        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` (page-aligned) on. With
+        `replace`, see `_place_replacing`."""
         if not isinstance(vmobject, AnonymousVMObject):
             raise TypeError(f"vmobject must be an AnonymousVMObject, not {vmobject!r}")
         _check_int("offset_in_vmobject", offset_in_vmobject)
@@ -128,6 +133,8 @@ class AddressSpace:
         region.mmap = bool(mmap)
         if address is None:
             placed = self.region_tree.place_anywhere(region, size, alignment, bool(randomize))
+        elif replace:
+            return self._place_replacing(region, VirtualRange(VirtualAddress(address), size))
         else:
             placed = self.region_tree.place_specifically(
                 region, VirtualRange(VirtualAddress(address), size))
@@ -174,6 +181,66 @@ class AddressSpace:
         return region
 
     @fallible
+    def _place_replacing(self, region: Region, wanted: VirtualRange):
+        """MAP_FIXED: put `region` at `wanted`, unmapping what was there (ErrorOr[Region]).
+
+        SerenityOS calls `unmap_mmap_range` first and then allocates (f0f97e1db02:
+        Kernel/Syscalls/mmap.cpp#L194-L196), so a failure after the unmap loses the old
+        mapping. Here everything that can fail comes first: the split pieces of the regions
+        cut at the edges, and every page table `wanted` needs. Then the old regions leave the
+        tree, the new one is mapped over their PTEs (no allocation: the tables exist), and
+        only then are the old regions freed.
+        """
+        if not self.region_tree.total_range.contains(wanted):
+            region.destroy()
+            return Error.from_errno(Errno.ENOMEM, f"{wanted} is outside "
+                                                  f"{self.region_tree.total_range}")
+        replaced = self.find_regions_intersecting(wanted)
+        not_mmap = [old for old in replaced if not old.mmap]
+        if not_mmap:
+            region.destroy()
+            return Error.from_errno(Errno.EPERM, f"{not_mmap[0]!r} was not created by mmap")
+        plans = self._plan_splits(replaced, wanted, new_access=None)
+        if plans.is_error():
+            region.destroy()
+            return plans
+        plans = plans.value()
+        tables = self._ensure_page_tables(wanted)
+        if tables.is_error():
+            _destroy_planned_pieces(plans)
+            region.destroy()
+            return tables
+        for old, pieces in plans:
+            if pieces is None:
+                self.region_tree.remove(old)
+            else:
+                self._replace_region(old, pieces, release_hole=False)
+        MUST(self.region_tree.place_specifically(region, wanted))
+        MUST(region.map(self.page_directory))  # overwrites the old PTEs, then flushes
+        for old, pieces in plans:
+            if pieces is None:
+                old.page_directory = None  # its PTEs now belong to `region`
+                old.destroy()
+        return region
+
+    @fallible
+    def _ensure_page_tables(self, wanted: VirtualRange):
+        """Create every missing page table of `wanted`, all or none: ErrorOr[None]."""
+        mm, directory = self._mm, self.page_directory
+        span = 512 * PAGE_SIZE
+        created = []
+        for vaddr in range(wanted.base - wanted.base % span, wanted.end, span):
+            if mm.pte(directory, vaddr) is not None:
+                continue
+            result = mm.ensure_pte(directory, vaddr)
+            if result.is_error():
+                for table in created:
+                    mm.release_pte(directory, table, is_last_pte=True)  # empty: freed
+                return result
+            created.append(vaddr)
+        return None
+
+    @fallible
     def deallocate_region(self, region: Region):
         """Unmap `region` and free it."""
         if not self.region_tree.remove(region):
@@ -218,14 +285,16 @@ class AddressSpace:
                 for made, _ in created:
                     made.destroy()
                 return region
-            region.value().mmap = source.mmap
+            region.value().mmap, region.value().stack = source.mmap, source.stack
             created.append((region.value(), piece))
         return created
 
-    def _replace_region(self, source: Region, pieces: list[tuple[Region, VirtualRange]]) -> None:
+    def _replace_region(self, source: Region, pieces: list[tuple[Region, VirtualRange]],
+                        release_hole: bool = True) -> None:
         """Put `pieces` where `source` was and retire it. Cannot fail: the pieces' PTEs are the
-        source's (same pages), so only the pages no piece covers are released, and pieces
-        whose access differs are remapped over existing page tables."""
+        source's (same pages), so only the pages no piece covers are released (unless
+        `release_hole` is False: a MAP_FIXED region is about to be mapped over them), and
+        pieces whose access differs are remapped over existing page tables."""
         directory = source.page_directory
         self.region_tree.remove(source)
         for region, piece in pieces:
@@ -233,7 +302,7 @@ class AddressSpace:
             region.page_directory = directory
         for page_index in range(source.page_count()):
             vaddr = source.vaddr_from_page_index(page_index)
-            if not any(piece.contains(vaddr) for _, piece in pieces):
+            if release_hole and not any(piece.contains(vaddr) for _, piece in pieces):
                 self._mm.release_pte(directory, vaddr, is_last_pte=True)
         self._mm.flush_tlb(directory, source.vaddr(), source.page_count())
         for region, _ in pieces:
@@ -273,21 +342,29 @@ class AddressSpace:
 
     @fallible
     def mprotect(self, address: int, size: int, prot: int):
-        """Give the pages of the range the access `prot`, splitting regions at its edges."""
+        """Give the pages of the range the access `prot`, splitting regions at its edges.
+        The checks are sys$mprotect's, in its order (f0f97e1db02:
+        Kernel/Syscalls/mmap.cpp#L244-L376): EFAULT outside user memory, then for each region
+        EPERM unless mmap'ed and `validate_mmap_prot`, then ENOMEM unless the range is wholly
+        mapped, EINVAL if nothing is. Unknown prot bits are EINVAL here (SerenityOS ignores
+        them)."""
+        _check_int("address", address)
+        _check_int("size", size)
+        _check_int("prot", prot)
         wanted = TRY(self._user_range(address, size))
-        if prot & PROT_WRITE and prot & PROT_EXEC:
-            return Error.from_errno(Errno.EINVAL, "memory may not be writable and executable "
-                                                  "at once (W^X)")
+        if prot < 0 or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
+            return Error.from_errno(Errno.EINVAL, f"prot {prot:#x} has unknown bits")
         regions = self.find_regions_intersecting(wanted)
         if not regions:
             return Error.from_errno(Errno.EINVAL, f"no region in {wanted}")
-        covered = sum(region.range.intersect(wanted).size for region in regions)
-        if covered != wanted.size:
-            return Error.from_errno(Errno.ENOMEM, f"{wanted} is not entirely mapped")
         for region in regions:
             if not region.mmap:
                 return Error.from_errno(Errno.EPERM, f"{region!r} was not created by mmap")
-        access = Access(prot & 7)
+            TRY(validate_mmap_prot(prot, region.stack, map_anonymous=True))
+        covered = sum(region.range.intersect(wanted).size for region in regions)
+        if covered != wanted.size:
+            return Error.from_errno(Errno.ENOMEM, f"{wanted} is not entirely mapped")
+        access = Access(prot)
         changing = [region for region in regions if region.access != access]
         plans = TRY(self._plan_splits(changing, wanted, new_access=access))
         for region, pieces in plans:
@@ -311,9 +388,7 @@ class AddressSpace:
             pieces = self.try_split_region_around_range(
                 region, region.range.intersect(wanted), new_access)
             if pieces.is_error():
-                for _, made in plans:
-                    for piece, _ in made or ():
-                        piece.destroy()
+                _destroy_planned_pieces(plans)
                 return pieces
             plans.append((region, pieces.value()))
         return plans
@@ -352,7 +427,7 @@ class AddressSpace:
                                             source.shared)
         vmobject.unref()
         region = TRY(region)
-        region.mmap = source.mmap
+        region.mmap, region.stack = source.mmap, source.stack
         placed = self.region_tree.place_specifically(region, source.range)
         return self._map_placed_region(region, placed)
 
@@ -369,6 +444,32 @@ class AddressSpace:
     def __repr__(self) -> str:
         return (f"AddressSpace({len(self.region_tree)} regions, "
                 f"user range {self.region_tree.total_range})")
+
+
+@fallible
+def validate_mmap_prot(prot: int, map_stack: bool, map_anonymous: bool):
+    """ErrorOr[None]: SerenityOS's rules for the access of a mapping, used by mmap and
+    mprotect alike (f0f97e1db02: Kernel/Syscalls/mmap.cpp#L72-L104): anonymous memory and
+    stacks are never executable, and nothing is writable and executable at once (W^X).
+
+    Not modelled: the MS_WXALLOWED mount flag of the executable (it lifts W^X), and the
+    checks against a region's "has been writable/executable" history, which only matter
+    for memory that can become executable; with anonymous memory only, none can."""
+    if map_anonymous and prot & PROT_EXEC:
+        return Error.from_errno(Errno.EINVAL, "anonymous memory may not be executable")
+    if map_stack and prot & PROT_EXEC:
+        return Error.from_errno(Errno.EINVAL, "a stack may not be executable")
+    if prot & PROT_WRITE and prot & PROT_EXEC:
+        return Error.from_errno(Errno.EINVAL, "memory may not be writable and executable "
+                                              "at once (W^X)")
+    return None
+
+
+def _destroy_planned_pieces(plans: list) -> None:
+    """Free the unplaced pieces `_plan_splits` made, when a later step failed."""
+    for _, pieces in plans:
+        for piece, _ in pieces or ():
+            piece.destroy()
 
 
 def _check_int(name: str, value: object) -> None:
