@@ -69,6 +69,7 @@ class MemoryManager:
         self._kernel_page_directory = self.page_directory_class.must_create_kernel_page_directory(
             self, boot)
         self.kmalloc_heap = KmallocHeap(self)
+        MUST(self.kmalloc_heap.enable_expansion())
         self.shared_zero_page = MUST(self.allocate_physical_page(
             ShouldZeroFill.YES, PagePurpose.SHARED_ZERO))
         self.shared_zero_page.may_return_to_freelist = MayReturnToFreeList.NO
