@@ -75,8 +75,16 @@ class MemoryManager:
         self.shared_zero_page.may_return_to_freelist = MayReturnToFreeList.NO
 
     def _adopt_kernel_image(self, boot: BootInfo) -> None:
-        """Make PhysicalPages of the image pages. Each boot page table gets one reference that
-        its PDE owns, matched by the unref in release_pte(); none ever returns to the free list."""
+        """Make PhysicalPages of the image pages; none ever returns to the free list.
+
+        A difference from SerenityOS, kept so that every frame the kernel uses has a
+        PhysicalPage the memory-map widget can show: there, only the four boot directories
+        are adopted (PML4, PDPT, PD0 and the kernel PD: 24ecf1d0218:
+        Kernel/Memory/PageDirectory.cpp#L136-L149). The boot page tables and the rest of the
+        image have no live PhysicalPage (their PhysicalPageEntries stay zeroed), and nothing
+        ever releases them: the kernel never unmaps a whole boot page table. Here each boot
+        page table holds one reference, that of the PDE pointing at it, so the refcount
+        invariant ("one reference per present PDE") holds for them too."""
         directories = {boot.pml4t, boot.pdpt, boot.pd0, boot.pd_kernel}
         for page in range(self.layout.kernel_image_pages):
             paddr = self.layout.image_paddr(page)
