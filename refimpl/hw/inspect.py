@@ -80,6 +80,8 @@ def trace_walk(memory: PhysicalMemory, cr3: int, vaddr: int,
     table = cr3
     writable = user = True
     executable = True
+    if not fmt.has(PTEFlags.NO_EXECUTE):
+        access &= ~Access.EXECUTE  # no I/D bit in the error code without NX
     for level in range(fmt.levels):
         index = fmt.index(vaddr, level)
         entry_address = table + index * fmt.entry_size
@@ -90,6 +92,9 @@ def trace_walk(memory: PhysicalMemory, cr3: int, vaddr: int,
         steps.append(step)
         if not step.present:
             return WalkTrace(vaddr, access, tuple(steps), fault_error_code=access)
+        if level < fmt.levels - 1 and flags & PTEFlags.HUGE:  # large pages are not modelled
+            return WalkTrace(vaddr, access, tuple(steps), fault_error_code=ErrorCode.RESERVED
+                             | ErrorCode.PRESENT | access)
         if level > 0 or fmt.top_level_permissions:
             writable &= not fmt.has(PTEFlags.READ_WRITE) or bool(flags & PTEFlags.READ_WRITE)
             user &= not fmt.has(PTEFlags.USER_SUPERVISOR) or bool(flags & PTEFlags.USER_SUPERVISOR)
