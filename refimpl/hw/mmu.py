@@ -39,6 +39,7 @@ Not modelled, on purpose:
 
 from __future__ import annotations
 
+from refimpl.ak.checks import check_int
 from refimpl.hw.memory import PhysicalMemory
 from refimpl.hw.paging import PagingFormat, PTEFlags
 from refimpl.hw.walker import build_translate
@@ -194,10 +195,10 @@ class MMU:
     def load_cr3(self, paddr: int) -> None:
         """Point the MMU at a new top-level table; drop every non-global TLB entry. With PAE,
         load the PDPTE registers too, or raise #GP (nothing changes) if one is malformed."""
-        if isinstance(paddr, bool) or not isinstance(paddr, int):
-            raise TypeError(f"CR3 value must be an int, not {type(paddr).__name__}")
+        check_int("paddr", paddr)
         if paddr % self.format.page_size or not 0 <= paddr < self.memory.size:
-            raise ValueError(f"CR3 value {paddr:#x} must be a page-aligned address inside RAM")
+            raise ValueError(f"paddr {paddr:#x}, the CR3 value, must be a page-aligned address "
+                             f"inside RAM")
         if not self.format.top_level_permissions:
             self._load_pdptes(paddr)
         self._cr3 = paddr
@@ -206,6 +207,7 @@ class MMU:
 
     def invlpg(self, vaddr: int) -> None:
         """Drop the cached translation of the page holding `vaddr`, global or not."""
+        check_int("vaddr", vaddr)
         self.tlb.invalidate(vaddr >> self._page_shift)
 
     def _load_pdptes(self, paddr: int) -> None:
@@ -243,6 +245,7 @@ class MMU:
             frame = fmt.decode_frame(entry)
 
     def _refuse_address(self, vaddr: int) -> None:
+        check_int("vaddr", vaddr)
         problem = self.format.address_problem(vaddr)
         if problem is not None:
             if self.format.canonical:

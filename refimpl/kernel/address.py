@@ -30,9 +30,10 @@ class _Address(int):
 
     def __new__(cls, value: int = 0):
         if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"an address must be an int, not {type(value).__name__}: {value!r}")
+            raise TypeError(f"an address (value) must be an int, not {type(value).__name__}: "
+                            f"{value!r}")
         if value < 0:
-            raise ValueError(f"an address cannot be negative: {value:#x}")
+            raise ValueError(f"an address cannot be negative: value={value:#x}")
         return super().__new__(cls, value)
 
     def get(self) -> int:

@@ -9,6 +9,9 @@ old region out, unmap it, and map new pieces; if a later step fails, there is no
 code says TODO). Here every operation first allocates everything it may need (new Region
 objects, cloned VMObjects, page tables), and only then commits, in steps that cannot fail.
 
+Not modelled: the AddressSpace's own lock (`m_lock`). Lookups, placement and removal here run
+under no lock of the address space; the concurrency lessons add the locks they are about.
+
 `find_regions_intersecting` is the RegionTree's, which is correct; SerenityOS's version misses
 regions in two cases (reference §14.2), so its munmap can leave mappings behind.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
@@ -118,7 +121,7 @@ class AddressSpace:
         `replace`, see `_place_replacing`."""
         if not isinstance(vmobject, AnonymousVMObject):
             raise TypeError(f"vmobject must be an AnonymousVMObject, not {vmobject!r}")
-        _check_int("offset_in_vmobject", offset_in_vmobject)
+        check_int("offset_in_vmobject", offset_in_vmobject)
         problem = self._check_region_request(size, address, alignment, prot, name)
         if problem:
             return problem
@@ -145,11 +148,11 @@ class AddressSpace:
         """Why a region cannot be made (EINVAL, or ENOMEM for more than the user range), or
         None; a wrong type is a TypeError naming the argument. Nothing has been allocated yet:
         a VirtualAddress, a VirtualRange or a VMObject built later must not be what refuses."""
-        _check_int("size", size)
-        _check_int("alignment", alignment)
-        _check_int("prot", prot)
+        check_int("size", size)
+        check_int("alignment", alignment)
+        check_int("prot", prot)
         if address is not None:
-            _check_int("address", address)
+            check_int("address", address)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) or prot < 0:
@@ -259,6 +262,8 @@ class AddressSpace:
         return region
 
     def find_region_containing(self, wanted: int | VirtualRange) -> Region | None:
+        if not isinstance(wanted, VirtualRange):
+            check_int("address", wanted)
         return self.region_tree.find_region_containing(wanted)
 
     def find_regions_intersecting(self, wanted: VirtualRange) -> list[Region]:
@@ -298,7 +303,7 @@ class AddressSpace:
         directory = source.page_directory
         self.region_tree.remove(source)
         for region, piece in pieces:
-            self.region_tree.insert(region, piece)
+            MUST(self.region_tree.place_specifically(region, piece))  # where `source` was
             region.page_directory = directory
         for page_index in range(source.page_count()):
             vaddr = source.vaddr_from_page_index(page_index)
@@ -315,6 +320,8 @@ class AddressSpace:
     def _user_range(self, address: int, size: int):
         """ErrorOr[VirtualRange]: the pages of `[address, address + size)`, if they are user
         memory."""
+        check_int("address", address)
+        check_int("size", size)
         if size <= 0:
             return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
         wanted = TRY(VirtualRange.expand_to_page_boundaries(address, size))
@@ -348,9 +355,9 @@ class AddressSpace:
         EPERM unless mmap'ed and `validate_mmap_prot`, then ENOMEM unless the range is wholly
         mapped, EINVAL if nothing is. Unknown prot bits are EINVAL here (SerenityOS ignores
         them)."""
-        _check_int("address", address)
-        _check_int("size", size)
-        _check_int("prot", prot)
+        check_int("address", address)
+        check_int("size", size)
+        check_int("prot", prot)
         wanted = TRY(self._user_range(address, size))
         if prot < 0 or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
             return Error.from_errno(Errno.EINVAL, f"prot {prot:#x} has unknown bits")
@@ -399,6 +406,7 @@ class AddressSpace:
     def try_clone(self, seed: int = 0):
         """ErrorOr[AddressSpace]: a copy for a forked child. Private regions share their pages
         copy-on-write; shared regions share their VMObject."""
+        check_int("seed", seed)
         child = TRY(AddressSpace.try_create(self._mm, parent=self, seed=seed))
         for region in self.region_tree.regions():
             result = child._clone_region(region)
@@ -470,9 +478,3 @@ def _destroy_planned_pieces(plans: list) -> None:
     for _, pieces in plans:
         for piece, _ in pieces or ():
             piece.destroy()
-
-
-def _check_int(name: str, value: object) -> None:
-    """TypeError naming the argument unless `value` is an int (bool is not one here)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
 from refimpl.kernel.memory_manager import ShouldZeroFill
 from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
@@ -50,6 +50,7 @@ class AnonymousVMObject(VMObject):
     def try_create_with_size(mm: MemoryManager, size: int,
                              strategy: AllocationStrategy = AllocationStrategy.NONE):
         """ErrorOr[AnonymousVMObject] of `size` bytes (a positive multiple of the page size)."""
+        check_int("size", size)
         if size <= 0 or not is_page_aligned(size):
             return Error.from_errno(Errno.EINVAL, f"VMObject size {size:#x} is not a positive "
                                                   f"multiple of the page size")
@@ -79,9 +80,8 @@ class AnonymousVMObject(VMObject):
         allocator owns (the AP trampoline page). A frame the physical allocator owns, free or
         not, is EBUSY: taking it here would hand it out twice. Its pages never return to the
         free list."""
-        for name, value in (("paddr", paddr), ("size", size)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+        check_int("paddr", paddr)
+        check_int("size", size)
         if paddr < 0 or not is_page_aligned(paddr) or size <= 0 or not is_page_aligned(size):
             return Error.from_errno(Errno.EINVAL, f"physical range P{paddr:#x} +{size:#x} is "
                                                   f"negative, empty or not page-aligned")

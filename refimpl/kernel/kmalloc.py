@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, KernelPanic, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, KernelPanic, check_int, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, page_round_up
 from refimpl.kernel.allocation import AllocationKind
 from refimpl.kernel.physical_page import PagePurpose, PhysicalPage
@@ -96,8 +96,7 @@ class KmallocHeap:
     def kmalloc(self, size: int):
         """A kernel virtual address of at least `size` free bytes: ErrorOr[VirtualAddress].
         A request that could never fit is ENOMEM before it counts as an allocation."""
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"size must be an int, not {type(size).__name__}: {size!r}")
+        check_int("size", size)
         if size < 0:
             return Error.from_errno(Errno.EINVAL, f"kmalloc of a negative size ({size})")
         if size > self._expansion_end - self._expansion_base:

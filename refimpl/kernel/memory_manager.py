@@ -13,6 +13,12 @@ in the static table pt1023) at that physical page and goes through the window:
 The PD and PT windows have no owner and no unmap: a pointer into one is valid only until the next
 quickmap of the same window on this CPU.
 
+Kernel virtual memory is laid out at fixed addresses (`layout.py`): the kmalloc range, the
+quickmap area, the AP trampoline's identity page. Unlike SerenityOS, this MemoryManager has no
+kernel RegionTree (no `allocate_kernel_region*`, `kernel_region_from_vaddr` or
+`unregister_kernel_region`; 24ecf1d0218: Kernel/Memory/MemoryManager.h) and handles no kernel
+page faults: nothing here allocates kernel regions dynamically yet.
+
 Errors and panics: functions that can fail for a reason a correct caller may meet (no memory)
 return ErrorOr; a call no correct kernel makes (an address outside every page directory, a frame
 with no PhysicalPage) is a VERIFY failure and raises KernelPanic, before any state has changed.
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import enum
 
-from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.hw import CPU, Machine, PTEFlags
 from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress, VirtualAddress
 from refimpl.kernel.allocation import AllocationCounters, AllocationKind
@@ -109,6 +115,7 @@ class MemoryManager:
     def get_physical_page_entry(self, paddr: int) -> PhysicalPage:
         """The live PhysicalPage of the frame holding `paddr` (C++: `.allocated.physical_page`
         of its PhysicalPageEntry)."""
+        check_int("paddr", paddr)
         index = paddr // PAGE_SIZE
         VERIFY(0 <= index < len(self.physical_page_entries),
                f"get_physical_page_entry: P{paddr:#x} is outside RAM")
@@ -209,6 +216,7 @@ class MemoryManager:
     # Page-table entries ----------------------------------------------------------------------------
 
     def _verify_reachable(self, directory: PageDirectory, vaddr: int) -> None:
+        check_int("vaddr", vaddr)
         problem = self.format.address_problem(vaddr)
         VERIFY(problem is None, f"not a virtual address: {problem}")
         VERIFY(directory.directory_page(self.layout.pdpt_index(vaddr)) is not None

@@ -11,7 +11,7 @@ Only anonymous mappings are modelled; there are no files to map.
 
 from __future__ import annotations
 
-from refimpl.ak import TRY, Errno, Error, ErrorOr, fallible
+from refimpl.ak import TRY, Errno, Error, ErrorOr, check_int, fallible
 from refimpl.kernel.address import is_page_aligned, page_round_up
 from refimpl.kernel.address_space import (PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace,
                                           validate_mmap_prot)
@@ -52,8 +52,7 @@ def _check_mmap_arguments(space: AddressSpace, address: int, size: int, prot: in
     """sys$mmap's checks, in its order, before anything is allocated."""
     for name, value in (("address", address), ("size", size), ("prot", prot),
                         ("flags", flags)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+        check_int(name, value)
     if prot < 0 or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
         return Error.from_errno(Errno.EINVAL, f"prot {prot:#x} has unknown bits")
     if flags < 0 or flags & ~KNOWN_FLAGS:

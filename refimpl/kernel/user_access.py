@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, check_bytes, check_int, fallible
 from refimpl.hw import Access, GeneralProtectionFault, PageFault
 from refimpl.kernel.address import PAGE_SIZE
 
@@ -54,9 +54,8 @@ def _access_page(space: AddressSpace, access: Callable[[], object]):
 
 
 def _check_user_buffer(vaddr: object, length: object) -> Error | None:
-    for name, value in (("vaddr", vaddr), ("length", length)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    check_int("vaddr", vaddr)
+    check_int("length", length)
     if vaddr < 0 or length < 0 or vaddr + length > 1 << 64:
         return Error.from_errno(Errno.EFAULT, f"[{vaddr:#x}, +{length:#x}) is not an address "
                                               f"range")
@@ -90,8 +89,7 @@ def read_user_memory(space: AddressSpace, vaddr: int, length: int):
 @fallible
 def write_user_memory(space: AddressSpace, vaddr: int, data: bytes):
     """ErrorOr[None]: user code writes `data` at `vaddr`."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, not {type(data).__name__}")
+    check_bytes("data", data)
     data = bytes(data)
     problem = _check_user_buffer(vaddr, len(data))
     if problem:
