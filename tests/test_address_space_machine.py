@@ -1,6 +1,9 @@
 """AddressSpace driven at random, against a plain model of which pages are mapped how.
 
-The model is, per address space, a dict from page address to (access, byte at offset 0). After
+The model is, per address space, a dict from page address to (access, byte at offset 0). Steps
+include reads and writes of up to 16 pages (each page faulting on its own), forks of forks,
+copy-on-write faults handled while another address space (or the kernel's) is loaded, and
+mmap(MAP_FIXED) over existing mappings. After
 every step the §17 invariants are checked on the real kernel: regions do not overlap and agree
 with the tree's keys and gaps, lookups equal a brute-force scan, page-table refcounts equal
 present PDEs, every present user PTE maps its region's VMObject page with the right rights, no
@@ -13,8 +16,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from refimpl.ak import MUST
 from refimpl.hw import X86_64, Machine, MiB
+from refimpl.hw import Access, PageFault
 from refimpl.kernel import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace,
                             MemoryManager, PagePurpose, read_user_memory, write_user_memory)
+from refimpl.kernel.syscalls import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, sys_mmap
 from refimpl.kernel.invariants import (address_space_violations,
                                        brute_force_region_containing,
                                        page_table_refcount_violations, physical_page_violations)
@@ -93,9 +98,7 @@ class AddressSpaceMachine(RuleBasedStateMachine):
         wanted = self._pages(i, first, pages)
         result = self.spaces[i].mprotect(wanted[0], pages * PAGE, prot)
         mapped = [page in self.models[i] for page in wanted]
-        if prot & PROT_WRITE and prot & PROT_EXEC:
-            assert result.error().code() == 22
-        elif not any(mapped):
+        if not any(mapped) or prot & PROT_EXEC:  # anonymous memory is never made executable
             assert result.error().code() == 22
         elif not all(mapped):
             assert result.error().code() == 12
@@ -103,6 +106,18 @@ class AddressSpaceMachine(RuleBasedStateMachine):
             assert not result.is_error(), result
             for page in wanted:
                 self.models[i][page] = (prot, self.models[i][page][1])
+
+    @rule(index=space_index, first=st.integers(0, WINDOW - 1), pages=st.integers(1, 8),
+          prot=st.sampled_from([p for p in PROTS if not p & PROT_EXEC]))
+    def mmap_fixed(self, index, first, pages, prot):
+        """MAP_FIXED over whatever is there: the old pages go, fresh zero pages come."""
+        i = self._pick(index)
+        wanted = self._pages(i, first, pages)
+        address = MUST(sys_mmap(self.spaces[i], wanted[0], pages * PAGE, prot,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED))
+        assert address == wanted[0]
+        for page in wanted:
+            self.models[i][page] = (prot, 0)
 
     @precondition(lambda self: len(self.spaces) < 4)
     @rule(index=space_index)
@@ -119,28 +134,71 @@ class AddressSpaceMachine(RuleBasedStateMachine):
             return data.draw(st.sampled_from(sorted(model)))
         return self._base(i) + data.draw(st.integers(0, WINDOW + 8)) * PAGE
 
+    def _span(self, i, data):
+        """(address, length): from a target page, at an offset, over up to 16 pages."""
+        address = self._target(i, data) + data.draw(st.sampled_from([0, 0, 1, 100, PAGE - 1]))
+        return address, data.draw(st.sampled_from([1, 2, PAGE, 2 * PAGE, 5 * PAGE - 7,
+                                                   9 * PAGE, 16 * PAGE]))
+
+    @staticmethod
+    def _touched(address, length):
+        first = address - address % PAGE
+        return list(range(first, address + length, PAGE))
+
     @rule(index=space_index, data=st.data(), value=st.integers(1, 255))
     def write(self, index, data, value):
+        """Page by page: every page before the first unwritable one is written."""
         i = self._pick(index)
-        address = self._target(i, data)
-        result = write_user_memory(self.spaces[i], address, bytes([value]))
-        prot = self.models[i].get(address, (None,))[0]
-        if prot is not None and prot & PROT_WRITE:
-            assert not result.is_error(), result
-            self.models[i][address] = (prot, value)
-        else:
-            assert result.error().code() == 14
+        address, length = self._span(i, data)
+        result = write_user_memory(self.spaces[i], address, bytes([value]) * length)
+        model = self.models[i]
+        for page in self._touched(address, length):
+            prot = model.get(page, (None,))[0]
+            if prot is None or not prot & PROT_WRITE:
+                assert result.error().code() == 14
+                return
+            if page >= address:
+                model[page] = (prot, value)
+        assert not result.is_error(), result
 
     @rule(index=space_index, data=st.data())
     def read(self, index, data):
         i = self._pick(index)
-        address = self._target(i, data)
-        result = read_user_memory(self.spaces[i], address, 1)
-        prot, value = self.models[i].get(address, (None, None))
-        if prot is not None and prot & (PROT_READ | PROT_WRITE):
-            assert result.value() == bytes([value])
+        address, length = self._span(i, data)
+        result = read_user_memory(self.spaces[i], address, length)
+        model = self.models[i]
+        touched = self._touched(address, length)
+        if all(model.get(page, (0,))[0] & (PROT_READ | PROT_WRITE) for page in touched):
+            data_read = result.value()
+            for page in touched:
+                if page >= address:
+                    assert data_read[page - address] == model[page][1]
         else:
             assert result.error().code() == 14
+
+    @rule(index=space_index, other=space_index, data=st.data())
+    def cow_fault_while_another_space_is_loaded(self, index, other, data):
+        """The fault handler runs with another directory (or the kernel's) in CR3: the copy
+        must still be of this space's page."""
+        i = self._pick(index)
+        space = self.spaces[i]
+        cow_pages = [page for page, (prot, _) in sorted(self.models[i].items())
+                     if prot & PROT_WRITE and
+                     space.find_region_containing(page).should_cow(
+                         (page - space.find_region_containing(page).vaddr()) // PAGE)]
+        if not cow_pages:
+            return
+        page = data.draw(st.sampled_from(cow_pages))
+        j = self._pick(other)
+        loaded = self.mm.kernel_page_directory() if i == j else self.spaces[j].page_directory
+        mmu = self.mm.current_cpu().mmu
+        saved = mmu.cr3
+        mmu.load_cr3(loaded.cr3())
+        try:
+            MUST(space.handle_page_fault(PageFault(page, 1 | Access.WRITE | Access.USER)))
+        finally:
+            mmu.load_cr3(saved)
+        assert MUST(read_user_memory(space, page, 1))[0] == self.models[i][page][1]
 
     @precondition(lambda self: len(self.spaces) > 1)
     @rule(index=space_index)
@@ -177,6 +235,6 @@ class AddressSpaceMachine(RuleBasedStateMachine):
         assert leaked == [], f"pages left after tearing everything down: {leaked}"
 
 
-AddressSpaceMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30,
+AddressSpaceMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30,
                                                  deadline=None)
 TestAddressSpaceMachine = AddressSpaceMachine.TestCase

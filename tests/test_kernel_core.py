@@ -238,14 +238,16 @@ def test_quickmap_pd_flushes_when_another_cpu_moved_the_window(mm):
     mm.quickmap_pd(two, 0)[5].clear()
 
 
-def test_kmalloc_grows_the_heap_through_ensure_pte(mm):
+def test_kmalloc_grows_the_heap_with_pages_only_its_page_tables_exist_already(mm):
     heap = mm.kmalloc_heap
     free = mm.free_physical_pages()
     with mm.allocations.record() as log:
         addresses = [MUST(mm.kmalloc(4000)) for _ in range(8)]
     assert heap.expansions >= 1
     chains = [record.call_chain for record in log if record.kind is AllocationKind.PHYSICAL_PAGE]
-    assert any("MemoryManager.ensure_pte" in chain for chain in chains)
+    assert chains and all(chain[-2:] == ("KmallocHeap.try_expand",
+                                         "MemoryManager.allocate_physical_page")
+                          for chain in chains)
     assert mm.free_physical_pages() < free
     cpu = mm.machine.bsp
     cpu.store(addresses[-1], b"heap!")
@@ -254,6 +256,7 @@ def test_kmalloc_grows_the_heap_through_ensure_pte(mm):
     for address in addresses:
         mm.kfree(address)
     assert heap.allocated_bytes() == 0
+    assert mm.free_physical_pages() == free, "the empty expansions were given back"
     with pytest.raises(KernelPanic, match="freed twice"):
         mm.kfree(addresses[0])
     with pytest.raises(KernelPanic, match="not in the kernel heap"):
@@ -307,7 +310,7 @@ def test_every_failure_of_heap_expansion_leaves_no_trace():
 
     counts = sweep_allocation_failures(setup)
     assert counts[AllocationKind.KMALLOC] == 1
-    assert counts[AllocationKind.PHYSICAL_PAGE] == 5  # four heap pages and their page table
+    assert counts[AllocationKind.PHYSICAL_PAGE] == 4  # four heap pages; the page table exists
 
 
 def test_out_of_memory_is_reported_not_fatal():

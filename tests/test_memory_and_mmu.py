@@ -258,3 +258,73 @@ def test_the_generated_translate_can_be_read():
     frames = traceback.extract_tb(fault.tb)
     assert any("translate for x86_64" in frame.filename for frame in frames)
     assert any("raise PageFault" in (frame.line or "") for frame in frames), "its lines show"
+
+
+# A7: the MMU against the SDM where the kernel never goes ------------------------------------------
+
+def _built(fmt, mappings, table_flags=PTEFlags(0)):
+    from refimpl.kernel.prekernel import PageTableBuilder
+    machine = Machine(fmt, ram_size=4 * MiB)
+    builder = PageTableBuilder(machine.memory, range(1, 60))
+    for vaddr, frame, flags in mappings:
+        builder.map(vaddr, frame, flags, table_flags)
+    machine.bsp.enable_paging(builder.root)
+    return machine, builder.root
+
+
+def test_pae_pdptes_get_no_accessed_bit_and_come_from_their_registers():
+    machine, pdpt = _built(I686_PAE, [(0x4000_0000, 100, P | RW)])
+    memory, mmu = machine.memory, machine.bsp.mmu
+    before = memory.read_entry(pdpt + 8)
+    assert mmu.translate(0x4000_0123) == 100 * 4096 + 0x123
+    assert memory.read_entry(pdpt + 8) == before, "the CPU never writes a PDPTE"
+    memory.write_entry(pdpt + 8, 0)  # not seen until CR3 is loaded again
+    mmu.invlpg(0x4000_0000)
+    assert mmu.translate(0x4000_0123) == 100 * 4096 + 0x123
+    mmu.load_cr3(pdpt)
+    with pytest.raises(PageFault):
+        mmu.translate(0x4000_0123)
+
+
+@pytest.mark.parametrize("bits", [PTEFlags.ACCESSED, PTEFlags.READ_WRITE,
+                                  PTEFlags.USER_SUPERVISOR, NX, PTEFlags.HUGE])
+def test_a_pae_pdpte_with_a_reserved_bit_makes_the_cr3_load_raise_gp(bits):
+    machine, pdpt = _built(I686_PAE, [(0x4000_0000, 100, P | RW)])
+    memory, mmu = machine.memory, machine.bsp.mmu
+    memory.write_entry(pdpt + 8, memory.read_entry(pdpt + 8) | I686_PAE.mask(bits))
+    other = 59 * 4096
+    with pytest.raises(GeneralProtectionFault, match="reserved"):
+        mmu.load_cr3(pdpt)
+    assert mmu.cr3 == pdpt and mmu.translate(0x4000_0000) == 100 * 4096
+    mmu.load_cr3(other)  # an empty PDPT is fine
+
+
+@pytest.mark.parametrize("fmt, vaddr, level", [(X86_64, 0x4000_0000, 2), (X86_64, 0x4000_0000, 1),
+                                               (X86_64, 0x4000_0000, 0), (I386, 0x40_0000, 0),
+                                               (I686_PAE, 0x4000_0000, 1)])
+def test_a_large_page_is_refused_with_a_reserved_bit_fault_never_walked(fmt, vaddr, level):
+    from refimpl.hw import ErrorCode
+    machine, root = _built(fmt, [(vaddr, 100, P | RW)])
+    memory = machine.memory
+    table = root
+    for _ in range(level):
+        table = fmt.decode_frame(memory.read_entry(table + fmt.index(vaddr, _) *
+                                                   fmt.entry_size)) * 4096
+    address = table + fmt.index(vaddr, level) * fmt.entry_size
+    memory.write_entry(address, memory.read_entry(address) | fmt.mask(PTEFlags.HUGE))
+    for _ in range(2):
+        with pytest.raises(PageFault) as fault:
+            machine.bsp.mmu.translate(vaddr + 0x56789 % fmt.span(level))
+        assert fault.value.error_code == ErrorCode.RESERVED | ErrorCode.PRESENT
+    assert trace_walk(memory, root, vaddr).fault_error_code == \
+        ErrorCode.RESERVED | ErrorCode.PRESENT
+
+
+def test_the_instruction_fetch_bit_is_only_reported_with_nx():
+    for fmt, code in ((X86_64, 0x10), (I686_PAE, 0x10), (I386, 0)):
+        machine, root = _built(fmt, [(0x40_0000, 100, P | RW)])
+        with pytest.raises(PageFault) as fault:
+            machine.bsp.mmu.translate(0x80_0000, Access.EXECUTE)
+        assert fault.value.error_code == code, fmt.name
+        assert trace_walk(machine.memory, root, 0x80_0000, Access.EXECUTE).fault_error_code \
+            == code

@@ -76,3 +76,30 @@ def test_address_problems():
     assert "not canonical" in X86_64.address_problem(0x0000_8000_0000_0000)
     assert "64-bit" in X86_64.address_problem(-1)
     assert "12-bit" in TINY.address_problem(0x1000)
+
+
+# K10: every field is checked, and the message names it ---------------------------------------------
+
+X86_FIELDS = dict(name="f", page_shift=12, level_bits=(9, 9), entry_size=8, present_bit=0,
+                  frame_shift=12, frame_bits=20)
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("present_bit", -1, ValueError), ("frame_shift", -3, ValueError),
+    ("frame_bits", 0, ValueError), ("page_shift", 0, ValueError),
+    ("frame_bits", 2.5, TypeError), ("page_shift", None, TypeError),
+    ("entry_size", "8", TypeError), ("level_bits", (9, -1), ValueError),
+    ("level_bits", "99", TypeError), ("canonical", 1, TypeError), ("name", 3, TypeError),
+    ("flag_bits", {PTEFlags.READ_WRITE: -1}, ValueError),
+    ("flag_bits", {"RW": 1}, TypeError),
+])
+def test_k10_a_bad_field_is_refused_by_name(field, value, error):
+    with pytest.raises(error, match=field.split("[")[0]):
+        PagingFormat(**{**X86_FIELDS, field: value})
+
+
+def test_k10_virtual_addresses_wider_than_64_bits_are_refused():
+    with pytest.raises(ValueError, match="64"):
+        PagingFormat(**{**X86_FIELDS, "page_shift": 70, "frame_shift": 0})
+    with pytest.raises(ValueError, match="64"):
+        PagingFormat(**{**X86_FIELDS, "level_bits": (9,) * 6, "canonical": True})

@@ -13,10 +13,13 @@ expressions, so the same control flow is built from an exception and a decorator
 - `TRY(result)` returns the value of an `ErrorOr`, or raises a private `_TryPropagation` that
   carries the error. It derives from BaseException so that no `except Exception` on the way can
   swallow it.
-- `@fallible` catches that exception *only when TRY was called directly in the decorated
-  function's own body* and returns `ErrorOr.from_error(error)`. A TRY written in a helper that is
-  not itself `@fallible` would, in C++, fail to compile; here it panics with a message naming the
-  helper, instead of silently returning from a function two frames up.
+- `@fallible` catches that exception and returns `ErrorOr.from_error(error)`. TRY only raises
+  it when it was called directly in the body of a `@fallible` function. Anywhere else (a helper
+  that is not itself `@fallible`, a notebook cell, a generator) there is no function for it to
+  return from: in C++ that fails to compile; here TRY panics with a message naming the function
+  it was written in, instead of returning from a function two frames up or escaping as a
+  private exception. `@fallible` refuses generator functions for the same reason: their body
+  runs after the wrapper has returned.
 - Whatever a fallible function returns is wrapped: an `Error` becomes an error result, an
   `ErrorOr` passes through unchanged, anything else (None included) is the success value.
 
@@ -31,6 +34,8 @@ the decorator for functions that return a result type T other than ErrorOr.
 from __future__ import annotations
 
 import functools
+import inspect
+import sys
 from typing import Callable, TypeVar
 
 from refimpl.ak.error import Error, ErrorOr, KernelPanic
@@ -52,6 +57,7 @@ def TRY(result: ErrorOr[T]) -> T:
     if not hasattr(result, "release_error"):
         raise TypeError(f"TRY() wants an ErrorOr, got {type(result).__name__}: {result!r}")
     if result.is_error():
+        _verify_called_in_fallible_body(sys._getframe(1))
         raise _TryPropagation(result.release_error())
     return result.release_value()
 
@@ -70,12 +76,15 @@ def fallible_returning(result_type: type) -> Callable[[F], F]:
     `from_error(error)` and take a value in its constructor, as ErrorOr does."""
 
     def decorator(function: F) -> F:
+        if inspect.isgeneratorfunction(function) or inspect.iscoroutinefunction(function):
+            raise TypeError(f"@fallible cannot wrap {function.__qualname__}(): it is a generator "
+                            f"or coroutine, whose body runs after the wrapper returned")
+
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             try:
                 result = function(*args, **kwargs)
             except _TryPropagation as propagation:
-                _verify_raised_by_own_try(function, propagation)
                 return result_type.from_error(propagation.error)
             if isinstance(result, result_type):
                 return result
@@ -92,18 +101,23 @@ fallible = fallible_returning(ErrorOr)
 fallible.__doc__ = "Mark a function as returning ErrorOr, so that TRY can return from it."
 
 
-def _verify_raised_by_own_try(function: Callable, propagation: _TryPropagation) -> None:
-    """Panic unless the TRY that raised sits directly in `function`'s body."""
-    frames = []
-    traceback = propagation.__traceback__
-    while traceback is not None:
-        frames.append(traceback.tb_frame.f_code)
-        traceback = traceback.tb_next
-    # frames: [wrapper, function, TRY] when TRY was written in function itself.
-    if frames[1:] == [function.__code__, TRY.__code__]:
+def _wrapper_code():
+    """The code object every @fallible wrapper runs (they are all made by one `def`)."""
+    return fallible(lambda: None).__code__
+
+
+_FALLIBLE_WRAPPER_CODE = _wrapper_code()
+
+
+def _verify_called_in_fallible_body(frame) -> None:
+    """Panic unless `frame` (the one that called TRY) was called by a @fallible wrapper."""
+    caller = frame.f_back
+    if caller is not None and caller.f_code is _FALLIBLE_WRAPPER_CODE:
         return
-    helper = frames[-2].co_name if len(frames) >= 2 else "?"
+    name = frame.f_code.co_name
+    where = "a notebook cell or module" if name == "<module>" else f"{name}()"
     raise KernelPanic(
-        f"TRY() used in {helper}(), which is not @fallible: it cannot return an error to "
-        f"{function.__qualname__}(); mark {helper}() @fallible and TRY its result"
+        f"TRY() used in {where}, which is not @fallible: there is no function for it to return "
+        f"the error from; mark {where} @fallible (and TRY its result where it is called), or "
+        f"use MUST() where an error is a bug"
     ) from None

@@ -28,7 +28,7 @@ from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
 from refimpl.kernel.address_space import AddressSpace
 from refimpl.kernel.allocation import AllocationKind
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
-from refimpl.kernel.kmalloc import CHUNK_SIZE, KmallocHeap
+from refimpl.kernel.kmalloc import CHUNK_SIZE
 from refimpl.kernel.memory_manager import MemoryManager, ShouldZeroFill
 from refimpl.kernel.page_directory import PageDirectory
 from refimpl.kernel.physical_page import PagePurpose, PhysicalPage
@@ -84,39 +84,13 @@ class PageDirectoryWithPageTables(PageDirectory):
         self.m_page_tables = HashMap(self._mm)
 
 
-class KmallocHeapUsingPte(KmallocHeap):
-    """Heap expansion as at 24ecf1d0218^ (kmalloc.cpp, try_expand): every page table of the
-    kmalloc range exists already, so each new heap page is mapped through `MM.pte()`."""
-
-    @fallible
-    def _map_expansion_pages(self, base: int, size: int, pages: list[PhysicalPage]):
-        mm = self._mm
-        for offset in range(0, size, PAGE_SIZE):
-            page = TRY(mm.allocate_physical_page(purpose=PagePurpose.KERNEL_HEAP))
-            pages.append(page)
-            pte = mm.pte(mm.kernel_page_directory(), base + offset)  # quickmaps the kernel PD
-            VERIFY(pte is not None, "the kmalloc range's page tables are created up front")
-            pte.set_physical_page_base(page.paddr())
-            pte.set_global(True)
-            pte.set_user_allowed(False)
-            pte.set_writable(True)
-            pte.set_present(True)
-        return None
-
-
 class MemoryManagerWithPageTableMap(MemoryManager):
     page_directory_class = PageDirectoryWithPageTables
 
-    def __init__(self, machine: Machine, initial_kmalloc_pages: int = 4) -> None:
-        super().__init__(machine, initial_kmalloc_pages)
-        VERIFY(self.kmalloc_heap.allocated_bytes() == 0, "nothing is on the heap yet")
-        self.kmalloc_heap = KmallocHeapUsingPte(self)
-        # The boot page tables are not in the kernel's map (SerenityOS put only the tables it
-        # built for the PhysicalPageEntry array there); the kmalloc range's tables are.
-        kernel, layout = self.kernel_page_directory(), self.layout
-        for vaddr in range(layout.kmalloc_range_base,
-                           layout.kmalloc_range_base + layout.kmalloc_range_size, PAGE_TABLE_SPAN):
-            MUST(self.ensure_pte(kernel, vaddr))
+    """The kernel before 24ecf1d0218. Its heap is the modern one, which already expands as the
+    real code did then: `enable_expansion` creates the kmalloc range's page tables at boot
+    (through this class's ensure_pte, so the kernel's `m_page_tables` owns them; the boot page
+    tables are not in it), and `try_expand` maps new heap pages with `MM.pte()`."""
 
     @fallible
     def ensure_pte(self, directory: PageDirectoryWithPageTables, vaddr: int):

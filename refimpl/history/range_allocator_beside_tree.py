@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import random
 
-from refimpl.ak import MUST, TRY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.hw.paging import MiB
-from refimpl.kernel.address import PAGE_SIZE, page_round_up
-from refimpl.kernel.address_space import (PROT_READ, PROT_WRITE, AddressSpace,
-                                          _check_placement_request)
+from refimpl.kernel.address import PAGE_SIZE, is_page_aligned, page_round_up
+from refimpl.kernel.address_space import PROT_READ, PROT_WRITE, AddressSpace
 from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
 from refimpl.kernel.page_directory import PageDirectory
 from refimpl.kernel.region import Access, Region
@@ -101,19 +100,27 @@ class AddressSpaceWithRangeAllocator(AddressSpace):
                                       offset_in_vmobject: int, *, address: int | None = None,
                                       alignment: int = PAGE_SIZE, name: str = "",
                                       prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
-                                      randomize: bool = False, mmap: bool = False):
-        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` on."""
-        problem = _check_placement_request(address, size)
+                                      randomize: bool = False, mmap: bool = False,
+                                      replace: bool = False):
+        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` (page-aligned) on.
+        MAP_FIXED replacing a mapping (`replace`) is not modelled in this before design."""
+        VERIFY(not replace, "the design before 02a95a196f0 is modelled without MAP_FIXED "
+                            "replacement")
+        if not isinstance(vmobject, AnonymousVMObject):
+            raise TypeError(f"vmobject must be an AnonymousVMObject, not {vmobject!r}")
+        check_int("offset_in_vmobject", offset_in_vmobject)
+        problem = self._check_region_request(size, address, alignment, prot, name)
         if problem:
             return problem
         size = page_round_up(size)
-        if offset_in_vmobject < 0 or offset_in_vmobject + size > vmobject.size():
+        if not is_page_aligned(offset_in_vmobject) or offset_in_vmobject < 0 or \
+                offset_in_vmobject + size > vmobject.size():
             return Error.from_errno(Errno.EINVAL, f"[{offset_in_vmobject:#x}, +{size:#x}) is "
-                                                  f"outside the VMObject ({vmobject.size():#x})")
-        region = TRY(Region.try_create_unplaced(
-            self.mm, vmobject, offset_in_vmobject - offset_in_vmobject % PAGE_SIZE, name,
-            Access(prot & 7), shared=shared))
-        region.mmap = mmap
+                                                  f"not a page-aligned part of the VMObject "
+                                                  f"({vmobject.size():#x} bytes)")
+        region = TRY(Region.try_create_unplaced(self._mm, vmobject, offset_in_vmobject, name,
+                                                Access(prot), shared=bool(shared)))
+        region.mmap = bool(mmap)
         placed = self.try_allocate_range(address, size, alignment, randomize)
         if placed.is_error():
             region.destroy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refimpl.ak.checks import check_int
 from refimpl.hw.memory import PhysicalMemory
 from refimpl.hw.mmu import Access, ErrorCode
 from refimpl.hw.paging import PagingFormat, PTEFlags
@@ -73,6 +74,8 @@ def trace_walk(memory: PhysicalMemory, cr3: int, vaddr: int,
                access: int = Access.READ) -> WalkTrace:
     """Walk the tables under `cr3` for `vaddr` as the MMU would, recording every step."""
     fmt = memory.format
+    check_int("vaddr", vaddr)
+    _check_cr3(memory, cr3)
     problem = fmt.address_problem(vaddr)
     if problem is not None:
         return WalkTrace(vaddr, access, (), problem=problem)
@@ -80,6 +83,8 @@ def trace_walk(memory: PhysicalMemory, cr3: int, vaddr: int,
     table = cr3
     writable = user = True
     executable = True
+    if not fmt.has(PTEFlags.NO_EXECUTE):
+        access &= ~Access.EXECUTE  # no I/D bit in the error code without NX
     for level in range(fmt.levels):
         index = fmt.index(vaddr, level)
         entry_address = table + index * fmt.entry_size
@@ -90,6 +95,9 @@ def trace_walk(memory: PhysicalMemory, cr3: int, vaddr: int,
         steps.append(step)
         if not step.present:
             return WalkTrace(vaddr, access, tuple(steps), fault_error_code=access)
+        if level < fmt.levels - 1 and flags & PTEFlags.HUGE:  # large pages are not modelled
+            return WalkTrace(vaddr, access, tuple(steps), fault_error_code=ErrorCode.RESERVED
+                             | ErrorCode.PRESENT | access)
         if level > 0 or fmt.top_level_permissions:
             writable &= not fmt.has(PTEFlags.READ_WRITE) or bool(flags & PTEFlags.READ_WRITE)
             user &= not fmt.has(PTEFlags.USER_SUPERVISOR) or bool(flags & PTEFlags.USER_SUPERVISOR)
@@ -106,6 +114,7 @@ def trace_walk(memory: PhysicalMemory, cr3: int, vaddr: int,
 def mapped_pages(memory: PhysicalMemory, cr3: int) -> dict[int, tuple[int, PTEFlags]]:
     """Every present leaf under `cr3`: virtual page base -> (frame, flags of the leaf entry)."""
     fmt = memory.format
+    _check_cr3(memory, cr3)
     result: dict[int, tuple[int, PTEFlags]] = {}
 
     def visit(table_frame: int, level: int, base: int) -> None:
@@ -127,6 +136,7 @@ def mapped_pages(memory: PhysicalMemory, cr3: int) -> dict[int, tuple[int, PTEFl
 def table_frames(memory: PhysicalMemory, cr3: int) -> dict[int, int]:
     """Every frame used as a paging table under `cr3`: frame -> its level (0 = top)."""
     fmt = memory.format
+    _check_cr3(memory, cr3)
     frames = {cr3 >> fmt.page_shift: 0}
 
     def visit(frame: int, level: int) -> None:
@@ -141,6 +151,12 @@ def table_frames(memory: PhysicalMemory, cr3: int) -> dict[int, int]:
 
     visit(cr3 >> fmt.page_shift, 0)
     return frames
+
+
+def _check_cr3(memory: PhysicalMemory, cr3: int) -> None:
+    check_int("cr3", cr3)
+    if cr3 % memory.page_size or not 0 <= cr3 < memory.size:
+        raise ValueError(f"cr3 {cr3:#x} must be a page-aligned address inside RAM")
 
 
 def _sign_extend(fmt: PagingFormat, vaddr: int) -> int:

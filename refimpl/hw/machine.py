@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refimpl.ak.checks import check_bytes, check_int
 from refimpl.hw.memory import PhysicalMemory
 from refimpl.hw.mmu import MMU, Access
 from refimpl.hw.paging import X86_64, MiB, PagingFormat, format_size
+
+
+MAX_CPUS = 64  # as SerenityOS's Processor array (and the quickmap area has room for 64)
 
 
 @dataclass(eq=False)
@@ -41,6 +45,10 @@ class CPU:
         return self.mmu.translate(vaddr, access) if self.paging_enabled else vaddr
 
     def load(self, vaddr: int, length: int, access: int = Access.READ) -> bytes:
+        check_int("vaddr", vaddr)
+        check_int("length", length)
+        if length < 0:
+            raise ValueError(f"length must not be negative, not {length}")
         chunks = []
         page_size = self.memory.page_size
         while length:
@@ -52,6 +60,8 @@ class CPU:
 
     def store(self, vaddr: int, data: bytes, access: int = Access.WRITE) -> None:
         page_size = self.memory.page_size
+        check_int("vaddr", vaddr)
+        check_bytes("data", data)
         data = bytes(data)
         while data:
             count = min(len(data), page_size - vaddr % page_size)
@@ -72,10 +82,18 @@ class Machine:
 
     def __init__(self, paging_format: PagingFormat = X86_64, ram_size: int = 64 * MiB,
                  cpu_count: int = 1, tlb_capacity: int = 64) -> None:
-        if cpu_count < 1:
-            raise ValueError("a machine has at least one CPU")
+        for name, value in (("ram_size", ram_size), ("cpu_count", cpu_count),
+                            ("tlb_capacity", tlb_capacity)):
+            check_int(name, value)
+        if not 1 <= cpu_count <= MAX_CPUS:
+            raise ValueError(f"cpu_count must be between 1 and {MAX_CPUS}, not {cpu_count}")
+        if tlb_capacity < 1:
+            raise ValueError(f"tlb_capacity must be at least 1, not {tlb_capacity}")
         self.format = paging_format
-        self.memory = PhysicalMemory(ram_size, paging_format)
+        try:
+            self.memory = PhysicalMemory(ram_size, paging_format)
+        except ValueError as error:
+            raise ValueError(f"ram_size: {error}") from None
         self.cpus = [CPU(i, MMU(self.memory, tlb_capacity)) for i in range(cpu_count)]
         self.cpus[0].online = True
         self.current_cpu = self.cpus[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import mmap
 import sys
 
+from refimpl.ak.checks import check_bytes, check_int
 from refimpl.hw.paging import PagingFormat
 
 _ENTRY_TYPECODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -32,11 +33,12 @@ class PhysicalMemory:
             raise RuntimeError("the simulated RAM stores entries in the host's byte order, "
                                "which must be little-endian like x86")
         page_size = paging_format.page_size
+        check_int("size", size)
         if size <= 0 or size % page_size:
             raise ValueError(f"RAM size {size:#x} must be a positive multiple of the page size "
                              f"{page_size:#x}")
         if size > paging_format.max_physical_address:
-            raise ValueError(f"{size:#x} bytes of RAM is more than {paging_format.name} entries "
+            raise ValueError(f"RAM size {size:#x} is more than {paging_format.name} entries "
                              f"can address ({paging_format.max_physical_address:#x})")
         self.size = size
         self.format = paging_format
@@ -50,16 +52,19 @@ class PhysicalMemory:
         self._zero_page = bytes(page_size)
 
     def _check(self, paddr: int, length: int) -> None:
+        check_int("paddr", paddr)
+        check_int("length", length)
         if length < 0 or paddr < 0 or paddr + length > self.size:
             raise PhysicalAddressError(
                 f"physical access [{paddr:#x}, {paddr + length:#x}) is outside RAM "
-                f"[0, {self.size:#x})")
+                f"[0, {self.size:#x}) (paddr={paddr:#x}, length={length:#x})")
 
     def read(self, paddr: int, length: int) -> bytes:
         self._check(paddr, length)
         return self._ram[paddr:paddr + length]
 
     def write(self, paddr: int, data: bytes) -> None:
+        check_bytes("data", data)
         length = len(data)
         self._check(paddr, length)
         if length <= self.page_size and data == self._zero_page[:length] and \
@@ -71,7 +76,8 @@ class PhysicalMemory:
         size = self.format.entry_size
         self._check(paddr, size)
         if paddr % size:
-            raise PhysicalAddressError(f"entry address {paddr:#x} is not {size}-byte aligned")
+            raise PhysicalAddressError(f"entry address paddr={paddr:#x} is not {size}-byte "
+                                       f"aligned")
         return paddr // size
 
     def read_entry(self, paddr: int) -> int:
@@ -86,6 +92,7 @@ class PhysicalMemory:
 
     def entries(self, frame: int) -> memoryview:
         """Frame `frame` as a memoryview of entries."""
+        check_int("frame", frame)
         if not 0 <= frame < self.frame_count:
             raise PhysicalAddressError(f"frame {frame:#x} is outside RAM")
         per_frame = self.page_size // self.format.entry_size

@@ -13,7 +13,25 @@ the way an x86 CPU does:
   load removes the cached translation: the stale-TLB bug class is real here.
 
 An access is described by the same bits as the x86 page-fault error code, so the code of a fault
-is simply `access | PRESENT` for a protection violation and `access` for a missing page.
+is simply `access | PRESENT` for a protection violation and `access` for a missing page. The
+I/D bit (instruction fetch) is only reported by formats with NX, as the SDM says for paging
+without SMEP (Vol. 3A §4.7).
+
+PAE (a format whose top level has no permissions, `top_level_permissions=False`): the four
+PDPTEs are loaded into registers when CR3 is loaded, and the walk uses those registers, not
+memory (SDM Vol. 3A §4.4.1). A present PDPTE with a reserved bit set (RW, US, A, D, PS, G, NX)
+makes the CR3 load raise #GP, and the CPU never writes an accessed bit into a PDPTE.
+
+Not modelled, on purpose:
+- large pages: a PS bit in an upper-level entry gives a reserved-bit page fault (error code
+  RSVD | P | access) instead of a 2 MiB, 1 GiB or 4 MiB page. SerenityOS never sets PS. (PS in
+  a PDE is not reserved on real hardware: there it maps a large page.)
+- other reserved bits, including physical-address bits above MAXPHYADDR: not checked;
+- SMEP and SMAP: supervisor accesses to user pages always succeed (SerenityOS enables both when
+  the CPU has them, and disables SMAP around its own user accesses);
+- paging-structure caches: only final translations are cached, so a change to an upper-level
+  entry is seen on the next TLB miss even without an invlpg (real CPUs may keep using the old
+  upper entries until a flush).
 
 `translate` itself is written out for the MMU's paging format when the MMU is made
 (`refimpl.hw.walker`): `print(mmu.translate_source)` shows the exact code that runs.
@@ -21,6 +39,7 @@ is simply `access | PRESENT` for a protection violation and `access` for a missi
 
 from __future__ import annotations
 
+from refimpl.ak.checks import check_int
 from refimpl.hw.memory import PhysicalMemory
 from refimpl.hw.paging import PagingFormat, PTEFlags
 from refimpl.hw.walker import build_translate
@@ -46,7 +65,7 @@ class ErrorCode:
     """The other bits of the page-fault error code."""
 
     PRESENT = 1 << 0
-    RESERVED = 1 << 3
+    RESERVED = 1 << 3  # RSVD: a reserved bit was set in an entry (here: PS, see above)
 
 
 class CPUException(Exception):
@@ -151,6 +170,9 @@ class MMU:
         self._present, self._accessed = present, accessed
         self._entry_bits = fmt.entry_size.bit_length() - 1
         self._cr3_index = 0  # CR3 as an index into memory.entry_array
+        self.pdptes = [0] * fmt.entries_per_table(0)
+        """PAE's PDPTE registers, loaded from memory by load_cr3 (unused by other formats)."""
+        self._page_size_bit = fmt.mask(PTEFlags.HUGE)
         # The accesses refused, given the AND of all levels' P, A, RW and US bits and the OR of
         # their NX bits. Values with P or A missing are absent: those walks go level by level.
         # A format without RW, US or NX restricts nothing with that bit.
@@ -171,35 +193,59 @@ class MMU:
         return self._cr3
 
     def load_cr3(self, paddr: int) -> None:
-        """Point the MMU at a new top-level table; drop every non-global TLB entry."""
+        """Point the MMU at a new top-level table; drop every non-global TLB entry. With PAE,
+        load the PDPTE registers too, or raise #GP (nothing changes) if one is malformed."""
+        check_int("paddr", paddr)
         if paddr % self.format.page_size or not 0 <= paddr < self.memory.size:
-            raise ValueError(f"CR3 value {paddr:#x} must be a page-aligned address inside RAM")
+            raise ValueError(f"paddr {paddr:#x}, the CR3 value, must be a page-aligned address "
+                             f"inside RAM")
+        if not self.format.top_level_permissions:
+            self._load_pdptes(paddr)
         self._cr3 = paddr
         self._cr3_index = paddr >> self._entry_bits
         self.tlb.flush(include_global=False)
 
     def invlpg(self, vaddr: int) -> None:
         """Drop the cached translation of the page holding `vaddr`, global or not."""
+        check_int("vaddr", vaddr)
         self.tlb.invalidate(vaddr >> self._page_shift)
+
+    def _load_pdptes(self, paddr: int) -> None:
+        fmt = self.format
+        reserved = fmt.mask(~(PTEFlags.PRESENT | PTEFlags.WRITE_THROUGH |
+                              PTEFlags.CACHE_DISABLED))
+        table = self.memory.entries(paddr >> self._page_shift)[:len(self.pdptes)]
+        for index, entry in enumerate(table):
+            if entry & self._present and entry & reserved:
+                raise GeneralProtectionFault(paddr, f"PDPTE {index} ({entry:#x}) has reserved "
+                                                    f"bits set: {fmt.describe(entry & reserved)}")
+        self.pdptes[:] = table
 
     # What the generated translate falls back on ------------------------------------------------
 
     def _walk_level_by_level(self, vaddr: int, access: int) -> None:
-        """Raise the not-present fault at the first missing level, or set the accessed bits."""
+        """Raise the fault of the first missing level (not present, or reserved-bit for a
+        large page), or set the accessed bits. PAE's PDPTEs come from their registers and
+        get no accessed bit."""
         fmt = self.format
         frame = self._cr3 >> self._page_shift
+        if not fmt.has(PTEFlags.NO_EXECUTE):
+            access &= ~Access.EXECUTE  # no I/D bit without NX
         for level in range(fmt.levels):
-            table = self.memory.entries(frame)  # raises for a present entry beyond RAM
             index = fmt.index(vaddr, level)
-            entry = table[index]
+            registers = level == 0 and not fmt.top_level_permissions
+            entry = self.pdptes[index] if registers else self.memory.entries(frame)[index]
             if not entry & self._present:
                 raise PageFault(vaddr, access)
-            if not entry & self._accessed:
+            if level < fmt.levels - 1 and entry & self._page_size_bit:
+                raise PageFault(vaddr, ErrorCode.RESERVED | ErrorCode.PRESENT | access)
+            if not entry & self._accessed and not registers:
                 self.memory.write_entry(frame * fmt.page_size + index * fmt.entry_size,
                                         entry | self._accessed)
             frame = fmt.decode_frame(entry)
 
     def _refuse_address(self, vaddr: int) -> None:
+        check_int("vaddr", vaddr)
         problem = self.format.address_problem(vaddr)
         if problem is not None:
             if self.format.canonical:

@@ -93,13 +93,47 @@ class PagingFormat:
     top_level_permissions: bool = True
 
     def __post_init__(self) -> None:
+        self._check_types()
         object.__setattr__(self, "level_bits", tuple(self.level_bits))
         object.__setattr__(self, "flag_bits", MappingProxyType(dict(self.flag_bits)))
         self._validate()
         object.__setattr__(self, "_masks", {})  # flags -> bits, filled by mask() as it is asked
 
+    def _check_types(self) -> None:
+        """TypeError or ValueError naming the field, before any arithmetic uses it."""
+        def integer(name: str, value: object, least: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"PagingFormat.{name} must be an int, not "
+                                f"{type(value).__name__}: {value!r}")
+            if value < least:
+                raise ValueError(f"PagingFormat.{name} must be at least {least}, not {value}")
+
+        if not isinstance(self.name, str):
+            raise TypeError(f"PagingFormat.name must be a str, not {type(self.name).__name__}")
+        for name, least in (("page_shift", 1), ("entry_size", 1), ("present_bit", 0),
+                            ("frame_shift", 0), ("frame_bits", 1)):
+            integer(name, getattr(self, name), least)
+        if isinstance(self.level_bits, (str, bytes)) or not hasattr(self.level_bits, "__iter__"):
+            raise TypeError(f"PagingFormat.level_bits must be a sequence of ints, not "
+                            f"{self.level_bits!r}")
+        for bits in self.level_bits:
+            integer("level_bits", bits, 1)
+        if not hasattr(self.flag_bits, "items"):
+            raise TypeError(f"PagingFormat.flag_bits must map PTEFlags to bit positions, not "
+                            f"{self.flag_bits!r}")
+        for flag, bit in self.flag_bits.items():
+            if not isinstance(flag, PTEFlags):
+                raise TypeError(f"PagingFormat.flag_bits keys must be PTEFlags, not {flag!r}")
+            integer(f"flag_bits[{flag.name}]", bit, 0)
+        for name in ("canonical", "top_level_permissions"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"PagingFormat.{name} must be a bool")
+
     def _validate(self) -> None:
         problems = []
+        if self.virtual_address_bits > 64:
+            problems.append(f"virtual addresses of {self.virtual_address_bits} bits do not fit "
+                            f"in 64")
         if self.entry_size not in (1, 2, 4, 8):
             problems.append(f"entry_size must be 1, 2, 4 or 8 bytes, not {self.entry_size}")
         if self.page_shift < 1 or not self.level_bits or min(self.level_bits) < 1:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Callable
 
 from refimpl.hw.paging import PagingFormat, PTEFlags
 
+INSTRUCTION_FETCH = 1 << 4  # Access.EXECUTE of refimpl.hw.mmu, which imports this module
+
 if TYPE_CHECKING:
     from refimpl.hw.mmu import MMU
 
@@ -35,7 +37,9 @@ def translate_source(fmt: PagingFormat, capacity: int) -> str:
     present, accessed = fmt.present_mask, fmt.mask(PTEFlags.ACCESSED)
     rights_bits = fmt.mask(PTEFlags.READ_WRITE | PTEFlags.USER_SUPERVISOR)
     no_execute, dirty = fmt.mask(PTEFlags.NO_EXECUTE), fmt.mask(PTEFlags.DIRTY)
-    global_bit = fmt.mask(PTEFlags.GLOBAL)
+    global_bit, page_size_bit = fmt.mask(PTEFlags.GLOBAL), fmt.mask(PTEFlags.HUGE)
+    # Without NX there is no I/D bit in the error code either (SDM Vol. 3A §4.7).
+    fault_access = "access" if no_execute else f"(access & {~INSTRUCTION_FETCH & 0xFF:#x})"
     field = fmt.frame_mask << fmt.frame_shift
     entry_bits = fmt.entry_size.bit_length() - 1
     page_number = f"vaddr >> {fmt.page_shift}"
@@ -44,7 +48,10 @@ def translate_source(fmt: PagingFormat, capacity: int) -> str:
         "def translate(vaddr, access=0):",
         f'    """The physical address of `vaddr` in the {fmt.name} format (generated, see',
         '    refimpl.hw.walker); raises PageFault or GeneralProtectionFault."""',
-        f"    cached = tlb.get({page_number})",
+        "    try:  # costs nothing in Python 3.11 unless it raises",
+        f"        cached = tlb.get({page_number})",
+        "    except TypeError:  # vaddr is not an int: say so by name",
+        "        mmu._refuse_address(vaddr)",
         "    if cached is not None:",
         "        if not access & cached[1]:",
         "            tlb.hits += 1",
@@ -52,43 +59,54 @@ def translate_source(fmt: PagingFormat, capacity: int) -> str:
         f"        del tlb[{page_number}]",
         "        if access & cached[2]:  # the cached rights refuse it: fault without a walk",
         "            tlb.hits += 1",
-        "            raise PageFault(vaddr, PRESENT | access)",
+        f"            raise PageFault(vaddr, PRESENT | {fault_access})",
         "        # else: the first write to a clean page walks again to set the dirty bit",
         "    tlb.misses += 1",
         f"    if vaddr >> {plain_bits}:  # also true for negative numbers",
         "        mmu._refuse_address(vaddr)",
         "    try:",
     ]
+    leaf = fmt.levels - 1
+    # PS in an upper entry is collected with NX (or alone, without NX), and with it no key of
+    # denied_by_bits matches: such walks go level by level, which refuses large pages.
+    upper = "no_execute" if no_execute else "upper"
     for level in range(fmt.levels):
         where = (f"(vaddr >> {fmt.level_shift(level)}) & {fmt.entries_per_table(level) - 1:#x}")
-        if level == 0:
-            table = "mmu._cr3_index"
+        if level == 0 and not fmt.top_level_permissions:
+            # PAE: the PDPTEs were loaded into registers by the last CR3 load
+            lines.append(f"        entry = pdptes[{where}]  # {fmt.levels} level(s) left")
         else:
-            table = _shift(f"(entry & {field:#x})", fmt.page_shift - fmt.frame_shift - entry_bits)
-        lines.append(f"        index = {table} + ({where})  # {fmt.levels - level} level(s) left")
-        lines.append("        entry = entries[index]")
+            if level == 0:
+                table = "mmu._cr3_index"
+            else:
+                table = _shift(f"(entry & {field:#x})",
+                               fmt.page_shift - fmt.frame_shift - entry_bits)
+            lines.append(f"        index = {table} + ({where})  # {fmt.levels - level} level(s) "
+                         f"left")
+            lines.append("        entry = entries[index]")
         if level == 0:
-            ignored = 0 if fmt.top_level_permissions else rights_bits
+            ignored = 0 if fmt.top_level_permissions else rights_bits | accessed
             lines.append(f"        rights = entry | {ignored:#x}" if ignored else
                          "        rights = entry")
-            if no_execute:
-                lines.append("        no_execute = entry  # NX: one level is enough to forbid")
         else:
             lines.append("        rights &= entry")
-            if no_execute:
-                lines.append("        no_execute |= entry")
+        if level < leaf and (no_execute or page_size_bit):
+            lines.append(f"        {upper} {'=' if level == 0 else '|='} entry  # NX, PS")
     checked = f"(rights & {present | accessed | rights_bits:#x})"
     if no_execute:
-        checked = f"{checked} | (no_execute & {no_execute:#x})"
+        checked = (f"{checked} | (no_execute & {no_execute | page_size_bit:#x}) "
+                   f"| (entry & {no_execute:#x})")
+    elif page_size_bit:
+        checked = f"{checked} | (upper & {page_size_bit:#x})"
     lines += [
         f"        denied = denied_by_bits[{checked}]",
-        "    except (KeyError, IndexError):  # a level is missing or not yet marked accessed, or",
-        "        # a not-present entry named a frame beyond RAM: walk again, one level at a time",
-        "        mmu._walk_level_by_level(vaddr, access)  # faults, or sets the accessed bits",
+        "    except (KeyError, IndexError):  # a level is missing, not yet marked accessed or a",
+        "        # large page, or a not-present entry named a frame beyond RAM: walk again, one",
+        "        mmu._walk_level_by_level(vaddr, access)  # level at a time: faults, or sets A",
         "        tlb.misses -= 1  # the retry counts this miss again",
         "        return translate(vaddr, access)",
         "    if access & denied:",
-        "        raise PageFault(vaddr, PRESENT | access)",
+        f"        raise PageFault(vaddr, PRESENT | {fault_access})",
         "    fast_denied = denied",
     ]
     if dirty:
@@ -110,7 +128,8 @@ def translate_source(fmt: PagingFormat, capacity: int) -> str:
     # Wrapped in a factory so that the names it uses are closure variables, which Python reads
     # as fast as local ones (globals would cost a dictionary lookup each).
     body = "\n".join("    " + line for line in lines)
-    return (f"def make_translate(tlb, entries, mmu, denied_by_bits, PageFault, PRESENT, WRITE):\n"
+    return (f"def make_translate(tlb, entries, pdptes, mmu, denied_by_bits, PageFault, PRESENT,"
+            f" WRITE):\n"
             f"{body}\n    return translate\n")
 
 
@@ -122,6 +141,7 @@ def build_translate(mmu: MMU, denied_by_bits: dict[int, int]) -> tuple[Callable,
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict = {}
     exec(compile(source, filename, "exec"), namespace)
-    translate = namespace["make_translate"](mmu.tlb, mmu.memory.entry_array, mmu, denied_by_bits,
-                                            PageFault, ErrorCode.PRESENT, Access.WRITE)
+    translate = namespace["make_translate"](mmu.tlb, mmu.memory.entry_array, mmu.pdptes, mmu,
+                                            denied_by_bits, PageFault, ErrorCode.PRESENT,
+                                            Access.WRITE)
     return translate, source

@@ -29,8 +29,11 @@ class _Address(int):
     _prefix = "?"
 
     def __new__(cls, value: int = 0):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"an address (value) must be an int, not {type(value).__name__}: "
+                            f"{value!r}")
         if value < 0:
-            raise ValueError(f"an address cannot be negative: {value:#x}")
+            raise ValueError(f"an address cannot be negative: value={value:#x}")
         return super().__new__(cls, value)
 
     def get(self) -> int:

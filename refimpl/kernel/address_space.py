@@ -9,6 +9,9 @@ old region out, unmap it, and map new pieces; if a later step fails, there is no
 code says TODO). Here every operation first allocates everything it may need (new Region
 objects, cloned VMObjects, page tables), and only then commits, in steps that cannot fail.
 
+Not modelled: the AddressSpace's own lock (`m_lock`). Lookups, placement and removal here run
+under no lock of the address space; the concurrency lessons add the locks they are about.
+
 `find_regions_intersecting` is the RegionTree's, which is correct; SerenityOS's version misses
 regions in two cases (reference §14.2), so its munmap can leave mappings behind.
 """
@@ -18,14 +21,14 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
-from refimpl.kernel.virtual_range import VirtualRange
+from refimpl.kernel.virtual_range import ADDRESS_LIMIT, VirtualRange
 
 if TYPE_CHECKING:
     from refimpl.kernel.memory_manager import MemoryManager
@@ -69,7 +72,11 @@ class AddressSpace:
         return self._mm
 
     def destroy(self) -> None:
-        """Unmap and free every region, then the directory: every page goes back."""
+        """Unmap and free every region, then the directory: every page goes back. A directory
+        still loaded on a CPU is a kernel bug, checked before anything is torn down."""
+        directory = self.page_directory
+        loaded = [cpu.id for cpu in self._mm.machine.cpus if cpu.mmu.cr3 == directory.cr3()]
+        VERIFY(not loaded, f"destroying {self!r} while its directory is loaded on CPU {loaded}")
         self.remove_all_regions()
         self.page_directory.destroy()
         self._mm.kfree(self._object_address)
@@ -85,17 +92,22 @@ class AddressSpace:
     def allocate_region(self, size: int, *, address: int | None = None,
                         alignment: int = PAGE_SIZE, name: str = "", prot: int = PROT_READ |
                         PROT_WRITE, randomize: bool = False, mmap: bool = False,
+                        shared: bool = False, replace: bool = False,
                         strategy: AllocationStrategy = AllocationStrategy.NONE):
         """ErrorOr[Region]: a new anonymous region, placed (anywhere, randomized, or at
-        `address`) and mapped."""
-        problem = _check_placement_request(address, size)
+        `address`) and mapped; `shared` regions stay shared across fork. With `replace`
+        (MAP_FIXED), whatever was mapped at `address` is unmapped first. Every argument is
+        checked before anything is allocated."""
+        if not isinstance(strategy, AllocationStrategy):
+            raise TypeError(f"strategy must be an AllocationStrategy, not {strategy!r}")
+        problem = self._check_region_request(size, address, alignment, prot, name)
         if problem:
             return problem
         vmobject = TRY(AnonymousVMObject.try_create_with_size(self._mm, page_round_up(size),
                                                               strategy))
         result = self.allocate_region_with_vmobject(
             size, vmobject, 0, address=address, alignment=alignment, name=name, prot=prot,
-            randomize=randomize, mmap=mmap)
+            shared=shared, randomize=randomize, mmap=mmap, replace=replace)
         vmobject.unref()  # the region holds its own reference, if it was made
         return result
 
@@ -104,25 +116,60 @@ class AddressSpace:
                                       offset_in_vmobject: int, *, address: int | None = None,
                                       alignment: int = PAGE_SIZE, name: str = "",
                                       prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
-                                      randomize: bool = False, mmap: bool = False):
-        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` on."""
-        problem = _check_placement_request(address, size)
+                                      randomize: bool = False, mmap: bool = False,
+                                      replace: bool = False):
+        """ErrorOr[Region] mapping `vmobject` from `offset_in_vmobject` (page-aligned) on. With
+        `replace`, see `_place_replacing`."""
+        if not isinstance(vmobject, AnonymousVMObject):
+            raise TypeError(f"vmobject must be an AnonymousVMObject, not {vmobject!r}")
+        check_int("offset_in_vmobject", offset_in_vmobject)
+        problem = self._check_region_request(size, address, alignment, prot, name)
         if problem:
             return problem
         size = page_round_up(size)
-        if offset_in_vmobject < 0 or offset_in_vmobject + size > vmobject.size():
+        if not is_page_aligned(offset_in_vmobject) or offset_in_vmobject < 0 or \
+                offset_in_vmobject + size > vmobject.size():
             return Error.from_errno(Errno.EINVAL, f"[{offset_in_vmobject:#x}, +{size:#x}) is "
-                                                  f"outside the VMObject ({vmobject.size():#x})")
-        region = TRY(Region.try_create_unplaced(
-            self._mm, vmobject, offset_in_vmobject - offset_in_vmobject % PAGE_SIZE, name,
-            Access(prot & 7), shared=shared))
-        region.mmap = mmap
+                                                  f"not a page-aligned part of the VMObject "
+                                                  f"({vmobject.size():#x} bytes)")
+        region = TRY(Region.try_create_unplaced(self._mm, vmobject, offset_in_vmobject, name,
+                                                Access(prot), shared=bool(shared)))
+        region.mmap = bool(mmap)
         if address is None:
-            placed = self.region_tree.place_anywhere(region, size, alignment, randomize)
+            placed = self.region_tree.place_anywhere(region, size, alignment, bool(randomize))
+        elif replace:
+            return self._place_replacing(region, VirtualRange(VirtualAddress(address), size))
         else:
             placed = self.region_tree.place_specifically(
                 region, VirtualRange(VirtualAddress(address), size))
         return self._map_placed_region(region, placed)
+
+    def _check_region_request(self, size: int, address: int | None, alignment: int, prot: int,
+                              name: str) -> Error | None:
+        """Why a region cannot be made (EINVAL, or ENOMEM for more than the user range), or
+        None; a wrong type is a TypeError naming the argument. Nothing has been allocated yet:
+        a VirtualAddress, a VirtualRange or a VMObject built later must not be what refuses."""
+        check_int("size", size)
+        check_int("alignment", alignment)
+        check_int("prot", prot)
+        if address is not None:
+            check_int("address", address)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) or prot < 0:
+            return Error.from_errno(Errno.EINVAL, f"prot {prot:#x} has unknown bits")
+        if alignment < PAGE_SIZE or alignment & (alignment - 1):
+            return Error.from_errno(Errno.EINVAL, f"alignment {alignment:#x} is not a power of "
+                                                  f"two of at least a page")
+        if size <= 0:
+            return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
+        if size > self.region_tree.total_range.size:
+            return Error.from_errno(Errno.ENOMEM, f"size {size:#x} is more than the user range")
+        if address is not None and (address < 0 or not is_page_aligned(address)
+                                    or address + page_round_up(size) > ADDRESS_LIMIT):
+            return Error.from_errno(Errno.EINVAL, f"address {address:#x} is negative, "
+                                                  f"misaligned or ends past 2**64")
+        return None
 
     @fallible
     def _map_placed_region(self, region: Region, placed):
@@ -136,6 +183,66 @@ class AddressSpace:
             region.destroy()
             return mapped
         return region
+
+    @fallible
+    def _place_replacing(self, region: Region, wanted: VirtualRange):
+        """MAP_FIXED: put `region` at `wanted`, unmapping what was there (ErrorOr[Region]).
+
+        SerenityOS calls `unmap_mmap_range` first and then allocates (f0f97e1db02:
+        Kernel/Syscalls/mmap.cpp#L194-L196), so a failure after the unmap loses the old
+        mapping. Here everything that can fail comes first: the split pieces of the regions
+        cut at the edges, and every page table `wanted` needs. Then the old regions leave the
+        tree, the new one is mapped over their PTEs (no allocation: the tables exist), and
+        only then are the old regions freed.
+        """
+        if not self.region_tree.total_range.contains(wanted):
+            region.destroy()
+            return Error.from_errno(Errno.ENOMEM, f"{wanted} is outside "
+                                                  f"{self.region_tree.total_range}")
+        replaced = self.find_regions_intersecting(wanted)
+        not_mmap = [old for old in replaced if not old.mmap]
+        if not_mmap:
+            region.destroy()
+            return Error.from_errno(Errno.EPERM, f"{not_mmap[0]!r} was not created by mmap")
+        plans = self._plan_splits(replaced, wanted, new_access=None)
+        if plans.is_error():
+            region.destroy()
+            return plans
+        plans = plans.value()
+        tables = self._ensure_page_tables(wanted)
+        if tables.is_error():
+            _destroy_planned_pieces(plans)
+            region.destroy()
+            return tables
+        for old, pieces in plans:
+            if pieces is None:
+                self.region_tree.remove(old)
+            else:
+                self._replace_region(old, pieces, release_hole=False)
+        MUST(self.region_tree.place_specifically(region, wanted))
+        MUST(region.map(self.page_directory))  # overwrites the old PTEs, then flushes
+        for old, pieces in plans:
+            if pieces is None:
+                old.page_directory = None  # its PTEs now belong to `region`
+                old.destroy()
+        return region
+
+    @fallible
+    def _ensure_page_tables(self, wanted: VirtualRange):
+        """Create every missing page table of `wanted`, all or none: ErrorOr[None]."""
+        mm, directory = self._mm, self.page_directory
+        span = 512 * PAGE_SIZE
+        created = []
+        for vaddr in range(wanted.base - wanted.base % span, wanted.end, span):
+            if mm.pte(directory, vaddr) is not None:
+                continue
+            result = mm.ensure_pte(directory, vaddr)
+            if result.is_error():
+                for table in created:
+                    mm.release_pte(directory, table, is_last_pte=True)  # empty: freed
+                return result
+            created.append(vaddr)
+        return None
 
     @fallible
     def deallocate_region(self, region: Region):
@@ -161,6 +268,8 @@ class AddressSpace:
         return region
 
     def find_region_containing(self, wanted: int | VirtualRange) -> Region | None:
+        if not isinstance(wanted, VirtualRange):
+            check_int("address", wanted)
         return self.region_tree.find_region_containing(wanted)
 
     def find_regions_intersecting(self, wanted: VirtualRange) -> list[Region]:
@@ -187,22 +296,24 @@ class AddressSpace:
                 for made, _ in created:
                     made.destroy()
                 return region
-            region.value().mmap = source.mmap
+            region.value().mmap, region.value().stack = source.mmap, source.stack
             created.append((region.value(), piece))
         return created
 
-    def _replace_region(self, source: Region, pieces: list[tuple[Region, VirtualRange]]) -> None:
+    def _replace_region(self, source: Region, pieces: list[tuple[Region, VirtualRange]],
+                        release_hole: bool = True) -> None:
         """Put `pieces` where `source` was and retire it. Cannot fail: the pieces' PTEs are the
-        source's (same pages), so only the pages no piece covers are released, and pieces
-        whose access differs are remapped over existing page tables."""
+        source's (same pages), so only the pages no piece covers are released (unless
+        `release_hole` is False: a MAP_FIXED region is about to be mapped over them), and
+        pieces whose access differs are remapped over existing page tables."""
         directory = source.page_directory
         self.take_region(source)
         for region, piece in pieces:
-            self.region_tree.insert(region, piece)
+            MUST(self.region_tree.place_specifically(region, piece))  # where `source` was
             region.page_directory = directory
         for page_index in range(source.page_count()):
             vaddr = source.vaddr_from_page_index(page_index)
-            if not any(piece.contains(vaddr) for _, piece in pieces):
+            if release_hole and not any(piece.contains(vaddr) for _, piece in pieces):
                 self._mm.release_pte(directory, vaddr, is_last_pte=True)
         self._mm.flush_tlb(directory, source.vaddr(), source.page_count())
         for region, _ in pieces:
@@ -215,6 +326,8 @@ class AddressSpace:
     def _user_range(self, address: int, size: int):
         """ErrorOr[VirtualRange]: the pages of `[address, address + size)`, if they are user
         memory."""
+        check_int("address", address)
+        check_int("size", size)
         if size <= 0:
             return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
         wanted = TRY(VirtualRange.expand_to_page_boundaries(address, size))
@@ -249,16 +362,24 @@ class AddressSpace:
     @fallible
     def mprotect(self, address: int, size: int, prot: int):
         """Give the pages of the range the access `prot`, splitting regions at its edges.
-        A range that is exactly one region takes a shorter path, as in SerenityOS."""
+        The checks are sys$mprotect's, in its order (f0f97e1db02:
+        Kernel/Syscalls/mmap.cpp#L244-L376): EFAULT outside user memory; a range that is
+        exactly one region takes a shorter path, as there (EPERM unless mmap'ed, then
+        `validate_mmap_prot`); otherwise, for each region, EPERM unless mmap'ed and
+        `validate_mmap_prot`, then ENOMEM unless the range is wholly mapped, EINVAL if nothing
+        is. Unknown prot bits are EINVAL here (SerenityOS ignores them)."""
+        check_int("address", address)
+        check_int("size", size)
+        check_int("prot", prot)
         wanted = TRY(self._user_range(address, size))
-        if prot & PROT_WRITE and prot & PROT_EXEC:
-            return Error.from_errno(Errno.EINVAL, "memory may not be writable and executable "
-                                                  "at once (W^X)")
-        access = Access(prot & 7)
+        if prot < 0 or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
+            return Error.from_errno(Errno.EINVAL, f"prot {prot:#x} has unknown bits")
+        access = Access(prot)
         whole_region = self.find_region_from_range(wanted)
         if whole_region is not None:
             if not whole_region.mmap:
                 return Error.from_errno(Errno.EPERM, f"{whole_region!r} was not created by mmap")
+            TRY(validate_mmap_prot(prot, whole_region.stack, map_anonymous=True))
             if whole_region.access != access:
                 whole_region.access = access
                 whole_region.remap()
@@ -266,12 +387,13 @@ class AddressSpace:
         regions = self.find_regions_intersecting(wanted)
         if not regions:
             return Error.from_errno(Errno.EINVAL, f"no region in {wanted}")
-        covered = sum(region.range.intersect(wanted).size for region in regions)
-        if covered != wanted.size:
-            return Error.from_errno(Errno.ENOMEM, f"{wanted} is not entirely mapped")
         for region in regions:
             if not region.mmap:
                 return Error.from_errno(Errno.EPERM, f"{region!r} was not created by mmap")
+            TRY(validate_mmap_prot(prot, region.stack, map_anonymous=True))
+        covered = sum(region.range.intersect(wanted).size for region in regions)
+        if covered != wanted.size:
+            return Error.from_errno(Errno.ENOMEM, f"{wanted} is not entirely mapped")
         changing = [region for region in regions if region.access != access]
         plans = TRY(self._plan_splits(changing, wanted, new_access=access))
         for region, pieces in plans:
@@ -295,9 +417,7 @@ class AddressSpace:
             pieces = self.try_split_region_around_range(
                 region, region.range.intersect(wanted), new_access)
             if pieces.is_error():
-                for _, made in plans:
-                    for piece, _ in made or ():
-                        piece.destroy()
+                _destroy_planned_pieces(plans)
                 return pieces
             plans.append((region, pieces.value()))
         return plans
@@ -308,6 +428,7 @@ class AddressSpace:
     def try_clone(self, seed: int = 0):
         """ErrorOr[AddressSpace]: a copy for a forked child. Private regions share their pages
         copy-on-write; shared regions share their VMObject."""
+        check_int("seed", seed)
         child = TRY(AddressSpace.try_create(self._mm, parent=self, seed=seed))
         for region in self.region_tree.regions():
             result = child._clone_region(region)
@@ -336,7 +457,7 @@ class AddressSpace:
                                             source.shared)
         vmobject.unref()
         region = TRY(region)
-        region.mmap = source.mmap
+        region.mmap, region.stack = source.mmap, source.stack
         placed = self.region_tree.place_specifically(region, source.range)
         return self._map_placed_region(region, placed)
 
@@ -355,9 +476,27 @@ class AddressSpace:
                 f"user range {self.region_tree.total_range})")
 
 
-def _check_placement_request(address: int | None, size: int) -> Error | None:
-    if size <= 0:
-        return Error.from_errno(Errno.EINVAL, f"size {size:#x} is not positive")
-    if address is not None and not is_page_aligned(address):
-        return Error.from_errno(Errno.EINVAL, f"address {address:#x} is not page-aligned")
+@fallible
+def validate_mmap_prot(prot: int, map_stack: bool, map_anonymous: bool):
+    """ErrorOr[None]: SerenityOS's rules for the access of a mapping, used by mmap and
+    mprotect alike (f0f97e1db02: Kernel/Syscalls/mmap.cpp#L72-L104): anonymous memory and
+    stacks are never executable, and nothing is writable and executable at once (W^X).
+
+    Not modelled: the MS_WXALLOWED mount flag of the executable (it lifts W^X), and the
+    checks against a region's "has been writable/executable" history, which only matter
+    for memory that can become executable; with anonymous memory only, none can."""
+    if map_anonymous and prot & PROT_EXEC:
+        return Error.from_errno(Errno.EINVAL, "anonymous memory may not be executable")
+    if map_stack and prot & PROT_EXEC:
+        return Error.from_errno(Errno.EINVAL, "a stack may not be executable")
+    if prot & PROT_WRITE and prot & PROT_EXEC:
+        return Error.from_errno(Errno.EINVAL, "memory may not be writable and executable "
+                                              "at once (W^X)")
     return None
+
+
+def _destroy_planned_pieces(plans: list) -> None:
+    """Free the unplaced pieces `_plan_splits` made, when a later step failed."""
+    for _, pieces in plans:
+        for piece, _ in pieces or ():
+            piece.destroy()

@@ -20,8 +20,9 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
+from refimpl.kernel.memory_manager import ShouldZeroFill
 from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
 from refimpl.kernel.vmobject import VMObject
 
@@ -49,6 +50,7 @@ class AnonymousVMObject(VMObject):
     def try_create_with_size(mm: MemoryManager, size: int,
                              strategy: AllocationStrategy = AllocationStrategy.NONE):
         """ErrorOr[AnonymousVMObject] of `size` bytes (a positive multiple of the page size)."""
+        check_int("size", size)
         if size <= 0 or not is_page_aligned(size):
             return Error.from_errno(Errno.EINVAL, f"VMObject size {size:#x} is not a positive "
                                                   f"multiple of the page size")
@@ -74,14 +76,23 @@ class AnonymousVMObject(VMObject):
     @staticmethod
     @fallible
     def try_create_for_physical_range(mm: MemoryManager, paddr: int, size: int):
-        """ErrorOr[AnonymousVMObject] over `[paddr, paddr + size)`, pages that are not RAM the
-        allocator owns (low memory, devices). They never return to the free list."""
-        if not is_page_aligned(paddr) or size <= 0 or not is_page_aligned(size):
+        """ErrorOr[AnonymousVMObject] over `[paddr, paddr + size)`: reserved low memory that no
+        allocator owns (the AP trampoline page). A frame the physical allocator owns, free or
+        not, is EBUSY: taking it here would hand it out twice. Its pages never return to the
+        free list."""
+        check_int("paddr", paddr)
+        check_int("size", size)
+        if paddr < 0 or not is_page_aligned(paddr) or size <= 0 or not is_page_aligned(size):
             return Error.from_errno(Errno.EINVAL, f"physical range P{paddr:#x} +{size:#x} is "
-                                                  f"not page-aligned")
+                                                  f"negative, empty or not page-aligned")
         frames = range(paddr // PAGE_SIZE, (paddr + size) // PAGE_SIZE)
         if frames.stop > len(mm.physical_page_entries):
             return Error.from_errno(Errno.EINVAL, f"P{paddr:#x} +{size:#x} is outside RAM")
+        allocator = mm.user_physical_region
+        owned = range(allocator.first_page, allocator.first_page + allocator.page_count)
+        if frames.start < owned.stop and owned.start < frames.stop:
+            return Error.from_errno(Errno.EBUSY, f"P{paddr:#x} +{size:#x} belongs to the "
+                                                 f"physical page allocator")
         if any(mm.physical_page_entries[frame] is not None for frame in frames):
             return Error.from_errno(Errno.EBUSY, f"P{paddr:#x} +{size:#x} is in use")
         address = TRY(mm.kmalloc(AnonymousVMObject.heap_size(len(frames))))
@@ -126,16 +137,25 @@ class AnonymousVMObject(VMObject):
 
     @fallible
     def handle_cow_fault(self, page_index: int, vaddr: int):
-        """Give this object its own copy of a CoW page. `vaddr` maps the old page (read-only) in
-        the faulting address space; the copy is read from there, as SerenityOS does."""
+        """Give this object its own copy of a CoW page (`vaddr` is where it faulted).
+
+        The copy reads the old page by its physical address, through this CPU's quickmap
+        window, so it is right whatever CR3 is loaded. SerenityOS reads it through `vaddr`
+        instead, in the faulting process's address space with SMAP disabled (24ecf1d0218:
+        Kernel/Memory/AnonymousVMObject.cpp#L330-L333), which is only correct because a fault
+        is always handled with the faulting process's CR3 loaded; here the kernel's tests and
+        lessons may call the handler from anywhere, so it must not depend on that.
+        """
         VERIFY(self.should_cow(page_index), "CoW fault on a page that is not copy-on-write")
         old = self.physical_pages[page_index]
         if old.ref_count() == 1:
             self.cow_map.discard(page_index)  # the last holder: the page is ours alone now
             return None
-        new = TRY(self._mm.allocate_physical_page(purpose=PagePurpose.USER))
+        new = TRY(self._mm.allocate_physical_page(ShouldZeroFill.NO, PagePurpose.USER))
         cpu = self._mm.current_cpu()
-        contents = cpu.load(vaddr & ~(PAGE_SIZE - 1), PAGE_SIZE)
+        window = self._mm.quickmap_page(old.paddr())
+        contents = cpu.load(window, PAGE_SIZE)
+        self._mm.unquickmap_page()
         window = self._mm.quickmap_page(new.paddr())
         cpu.store(window, contents)
         self._mm.unquickmap_page()

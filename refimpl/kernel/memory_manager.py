@@ -13,6 +13,12 @@ in the static table pt1023) at that physical page and goes through the window:
 The PD and PT windows have no owner and no unmap: a pointer into one is valid only until the next
 quickmap of the same window on this CPU.
 
+Kernel virtual memory is laid out at fixed addresses (`layout.py`): the kmalloc range, the
+quickmap area, the AP trampoline's identity page. Unlike SerenityOS, this MemoryManager has no
+kernel RegionTree (no `allocate_kernel_region*`, `kernel_region_from_vaddr` or
+`unregister_kernel_region`; 24ecf1d0218: Kernel/Memory/MemoryManager.h) and handles no kernel
+page faults: nothing here allocates kernel regions dynamically yet.
+
 Errors and panics: functions that can fail for a reason a correct caller may meet (no memory)
 return ErrorOr; a call no correct kernel makes (an address outside every page directory, a frame
 with no PhysicalPage) is a VERIFY failure and raises KernelPanic, before any state has changed.
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import enum
 
-from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.hw import CPU, Machine, PTEFlags
 from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress, VirtualAddress
 from refimpl.kernel.allocation import AllocationCounters, AllocationKind
@@ -69,13 +75,22 @@ class MemoryManager:
         self._kernel_page_directory = self.page_directory_class.must_create_kernel_page_directory(
             self, boot)
         self.kmalloc_heap = KmallocHeap(self)
+        MUST(self.kmalloc_heap.enable_expansion())
         self.shared_zero_page = MUST(self.allocate_physical_page(
             ShouldZeroFill.YES, PagePurpose.SHARED_ZERO))
         self.shared_zero_page.may_return_to_freelist = MayReturnToFreeList.NO
 
     def _adopt_kernel_image(self, boot: BootInfo) -> None:
-        """Make PhysicalPages of the image pages. Each boot page table gets one reference that
-        its PDE owns, matched by the unref in release_pte(); none ever returns to the free list."""
+        """Make PhysicalPages of the image pages; none ever returns to the free list.
+
+        A difference from SerenityOS, kept so that every frame the kernel uses has a
+        PhysicalPage the memory-map widget can show: there, only the four boot directories
+        are adopted (PML4, PDPT, PD0 and the kernel PD: 24ecf1d0218:
+        Kernel/Memory/PageDirectory.cpp#L136-L149). The boot page tables and the rest of the
+        image have no live PhysicalPage (their PhysicalPageEntries stay zeroed), and nothing
+        ever releases them: the kernel never unmaps a whole boot page table. Here each boot
+        page table holds one reference, that of the PDE pointing at it, so the refcount
+        invariant ("one reference per present PDE") holds for them too."""
         directories = {boot.pml4t, boot.pdpt, boot.pd0, boot.pd_kernel}
         for page in range(self.layout.kernel_image_pages):
             paddr = self.layout.image_paddr(page)
@@ -100,6 +115,7 @@ class MemoryManager:
     def get_physical_page_entry(self, paddr: int) -> PhysicalPage:
         """The live PhysicalPage of the frame holding `paddr` (C++: `.allocated.physical_page`
         of its PhysicalPageEntry)."""
+        check_int("paddr", paddr)
         index = paddr // PAGE_SIZE
         VERIFY(0 <= index < len(self.physical_page_entries),
                f"get_physical_page_entry: P{paddr:#x} is outside RAM")
@@ -200,6 +216,7 @@ class MemoryManager:
     # Page-table entries ----------------------------------------------------------------------------
 
     def _verify_reachable(self, directory: PageDirectory, vaddr: int) -> None:
+        check_int("vaddr", vaddr)
         problem = self.format.address_problem(vaddr)
         VERIFY(problem is None, f"not a virtual address: {problem}")
         VERIFY(directory.directory_page(self.layout.pdpt_index(vaddr)) is not None
@@ -224,6 +241,11 @@ class MemoryManager:
         touches the kernel heap, so no nested call can retarget the PD window under our feet.
         """
         self._verify_reachable(directory, vaddr)
+        # A kernel address through a user directory would put a user-allowed, non-global page
+        # table into the kernel PD, which every directory shares.
+        VERIFY(directory is self._kernel_page_directory or self.layout.is_user_address(vaddr),
+               f"ensure_pte: V{vaddr:#x} is a kernel address; use the kernel page directory, "
+               f"not {directory!r}")
         layout = self.layout
         pde = self.quickmap_pd(directory, layout.pdpt_index(vaddr))[layout.pd_index(vaddr)]
         if pde.is_present():

@@ -58,6 +58,8 @@ class PageDirectory:
     def try_create_for_userspace(cls, mm: MemoryManager):
         """A new user address space's directory: ErrorOr[PageDirectory]. On failure every page
         and the object itself are released again."""
+        if not hasattr(mm, "kernel_page_directory"):
+            raise TypeError(f"mm must be a MemoryManager, not {type(mm).__name__}: {mm!r}")
         directory = cls(mm, TRY(mm.kmalloc(cls.OBJECT_SIZE)), is_kernel=False)
         result = directory._allocate_user_tables()
         if result.is_error():

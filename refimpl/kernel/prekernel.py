@@ -109,7 +109,8 @@ class PageTableBuilder:
     def map(self, vaddr: int, frame: int, flags: PTEFlags,
             table_flags: PTEFlags = PTEFlags(0)) -> None:
         """Map the page holding `vaddr` to `frame`; missing tables are created with
-        PRESENT and whichever of RW and US the format has, plus `table_flags`."""
+        PRESENT and whichever of RW and US the format has, plus `table_flags` (PAE's PDPTEs
+        get PRESENT only: their other bits are reserved)."""
         fmt = self.format
         problem = fmt.address_problem(vaddr)
         if problem:
@@ -124,7 +125,8 @@ class PageTableBuilder:
             address = table + fmt.index(vaddr, level) * fmt.entry_size
             entry = self.memory.read_entry(address)
             if not entry & fmt.present_mask:
-                entry = fmt.encode(self._new_table() // fmt.page_size, table_flags)
+                upper = table_flags if level or fmt.top_level_permissions else PTEFlags.PRESENT
+                entry = fmt.encode(self._new_table() // fmt.page_size, upper)
                 self.memory.write_entry(address, entry)
             table = fmt.decode_frame(entry) * fmt.page_size
         last = table + fmt.index(vaddr, fmt.levels - 1) * fmt.entry_size

@@ -61,6 +61,7 @@ class Region(Weakable):
         self.cacheable = cacheable
         self.shared = shared
         self.mmap = False
+        self.stack = False  # made by mmap(MAP_STACK): never executable
         self.page_directory: PageDirectory | None = None
         self._object_address = object_address
 

@@ -1,9 +1,12 @@
 """What happens when user code touches memory: the CPU traps, the kernel fixes, the CPU retries.
 
 `read_user_memory` and `write_user_memory` run an access on the current CPU with the address
-space's page directory loaded (as if the process were running there). A page fault goes to
-`AddressSpace.handle_page_fault`; if that resolves it (demand zero, copy-on-write) the access is
-retried, otherwise the error is returned (a real kernel would send the process SIGSEGV).
+space's page directory loaded (as if the process were running there). They go one page at a
+time, as the CPU does: a page fault goes to `AddressSpace.handle_page_fault`; if that resolves
+it (demand zero, copy-on-write) the access to that page is retried, otherwise the error is
+returned (a real kernel would send the process SIGSEGV). A long access may therefore fault once
+on each of its pages; the bytes of the pages before a failing one have been written, as with a
+real `copy_to_user`.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from refimpl.ak import TRY, fallible
-from refimpl.hw import Access, PageFault
+from refimpl.ak import TRY, VERIFY, Errno, Error, check_bytes, check_int, fallible
+from refimpl.hw import Access, GeneralProtectionFault, PageFault
+from refimpl.kernel.address import PAGE_SIZE
 
 if TYPE_CHECKING:
     from refimpl.kernel.address_space import AddressSpace
 
-MAX_FAULTS_PER_ACCESS = 4
+MAX_FAULTS_PER_PAGE = 3
+"""A page needs at most one resolved fault (zero fill or CoW copy) before the retry succeeds;
+a page that keeps faulting after the handler said it was fixed is a kernel bug."""
 
 
 @contextmanager
@@ -35,27 +41,62 @@ def running(space: AddressSpace) -> Iterator[None]:
 
 
 @fallible
-def _with_fault_handling(space: AddressSpace, access: Callable[[], object]):
-    """Run `access` as the process; the fault handler too runs with its directory loaded."""
-    with running(space):
-        for _ in range(MAX_FAULTS_PER_ACCESS):
-            try:
-                return access()
-            except PageFault as fault:
-                TRY(space.handle_page_fault(fault))
-        return access()
+def _access_page(space: AddressSpace, access: Callable[[], object]):
+    """Run the access to one page, resolving its faults; ErrorOr[whatever `access` returns]."""
+    for _ in range(MAX_FAULTS_PER_PAGE):
+        try:
+            return access()
+        except PageFault as fault:
+            TRY(space.handle_page_fault(fault))
+        except GeneralProtectionFault as fault:  # a non-canonical address
+            return Error.from_errno(Errno.EFAULT, str(fault))
+    VERIFY(False, f"the access still faults after {MAX_FAULTS_PER_PAGE} resolved faults")
+
+
+def _check_user_buffer(vaddr: object, length: object) -> Error | None:
+    check_int("vaddr", vaddr)
+    check_int("length", length)
+    if vaddr < 0 or length < 0 or vaddr + length > 1 << 64:
+        return Error.from_errno(Errno.EFAULT, f"[{vaddr:#x}, +{length:#x}) is not an address "
+                                              f"range")
+    return None
+
+
+def _pieces(vaddr: int, length: int) -> Iterator[tuple[int, int]]:
+    """(address, length) of the part of `[vaddr, vaddr + length)` in each page."""
+    while length:
+        count = min(length, PAGE_SIZE - vaddr % PAGE_SIZE)
+        yield vaddr, count
+        vaddr += count
+        length -= count
 
 
 @fallible
 def read_user_memory(space: AddressSpace, vaddr: int, length: int):
     """ErrorOr[bytes] read by user code at `vaddr`."""
+    problem = _check_user_buffer(vaddr, length)
+    if problem:
+        return problem
     cpu = space.mm.current_cpu()
-    return _with_fault_handling(space, lambda: cpu.load(vaddr, length, Access.USER))
+    chunks = []
+    with running(space):
+        for address, count in _pieces(vaddr, length):
+            chunks.append(TRY(_access_page(
+                space, lambda: cpu.load(address, count, Access.USER))))
+    return b"".join(chunks)
 
 
 @fallible
 def write_user_memory(space: AddressSpace, vaddr: int, data: bytes):
     """ErrorOr[None]: user code writes `data` at `vaddr`."""
+    check_bytes("data", data)
+    data = bytes(data)
+    problem = _check_user_buffer(vaddr, len(data))
+    if problem:
+        return problem
     cpu = space.mm.current_cpu()
-    TRY(_with_fault_handling(space, lambda: cpu.store(vaddr, data, Access.USER)))
+    with running(space):
+        for address, count in _pieces(vaddr, len(data)):
+            piece = data[address - vaddr:address - vaddr + count]
+            TRY(_access_page(space, lambda: cpu.store(address, piece, Access.USER)))
     return None

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from refimpl.ak import Errno, Error, ErrorOr, fallible
+from refimpl.ak import Errno, Error, ErrorOr, check_int, fallible
 from refimpl.kernel.address import (PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_down,
                                     page_round_up)
 
@@ -24,11 +24,13 @@ class VirtualRange:
     size: int
 
     def __post_init__(self) -> None:
+        check_int("base", self.base)
+        check_int("size", self.size)
         if self.base < 0 or self.size < 0:
             raise ValueError(f"a range has a non-negative base and size, not "
                              f"base={self.base:#x} size={self.size:#x}")
         if self.base + self.size > ADDRESS_LIMIT:
-            raise ValueError(f"range at {self.base:#x} of size {self.size:#x} overflows the "
+            raise ValueError(f"base {self.base:#x} + size {self.size:#x} overflows the "
                              f"64-bit address space")
         if not isinstance(self.base, VirtualAddress):
             object.__setattr__(self, "base", VirtualAddress(self.base))
@@ -74,6 +76,8 @@ class VirtualRange:
     @staticmethod
     def expand_to_page_boundaries(address: int, size: int) -> ErrorOr[VirtualRange]:
         """The smallest page-aligned range covering `[address, address + size)`."""
+        check_int("address", address)
+        check_int("size", size)
         if address < 0 or size < 0 or page_round_up(address + size) > ADDRESS_LIMIT:
             return ErrorOr.from_error(Error.from_errno(
                 Errno.EINVAL, f"[{address:#x}, +{size:#x}) overflows the address space"))

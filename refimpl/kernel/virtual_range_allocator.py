@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from sortedcontainers import SortedDict
 
 from refimpl.ak import TRY, Errno, Error, fallible
-from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
-from refimpl.kernel.virtual_range import (VirtualRange, allocate_randomized, check_request,
+from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
+from refimpl.kernel.virtual_range import (ADDRESS_LIMIT, VirtualRange, allocate_randomized, check_request,
                                           check_specific_request, round_up_to_power_of_two)
 
 if TYPE_CHECKING:
@@ -69,14 +69,38 @@ class VirtualRangeAllocator:
 
     @fallible
     def initialize_with_range(self, base: int, size: int):
-        self.total_range = VirtualRange(VirtualAddress(base), size)
-        return self._replace(None, [self.total_range])
+        """Make `[base, base + size)` (page-aligned, inside 64 bits) the one free range. Only
+        once: a second call would keep the old free ranges and their tree nodes."""
+        for name, value in (("base", base), ("size", size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+        problem = self._check_uninitialized()
+        if problem:
+            return problem
+        if base < 0 or size <= 0 or not is_page_aligned(base) or not is_page_aligned(size) or \
+                base + size > ADDRESS_LIMIT:
+            return Error.from_errno(Errno.EINVAL, f"[{base:#x}, +{size:#x}) is not a non-empty, "
+                                                  f"page-aligned range of 64-bit addresses")
+        total_range = VirtualRange(VirtualAddress(base), size)
+        TRY(self._replace(None, [total_range]))
+        self.total_range = total_range
+        return None
 
     @fallible
     def initialize_from_parent(self, parent: VirtualRangeAllocator):
         """Copy the parent's free ranges (fork): one kmalloc per range."""
+        problem = self._check_uninitialized()
+        if problem:
+            return problem
+        TRY(self._replace(None, parent.available_ranges()))
         self.total_range = parent.total_range
-        return self._replace(None, parent.available_ranges())
+        return None
+
+    def _check_uninitialized(self) -> Error | None:
+        if self.total_range.size or self._available:
+            return Error.from_errno(Errno.EBUSY, f"this allocator already manages "
+                                                 f"{self.total_range}")
+        return None
 
     def destroy(self) -> None:
         for _, node in self._available.values():
