@@ -28,16 +28,18 @@ from refimpl.grading.worker import load_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(timeout=1, memory_mb=512)
-IDS = ["t1-double", "t1-quadruple", "t1-square", "t2-greet"]
+IDS = ["t1-double", "t1-square", "t1-quadruple", "t2-greet"]
 POINTS = {"t1-double": 2, "t1-quadruple": 1, "t1-square": 3, "t2-greet": 1}
 
 TOY_CHECKS = '''
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 
 
 def compare(function, name, expected, hidden):
     numbers = range(-3, 40 if hidden else 4)
     for x in numbers:
+        record(f"{name}({x})", function(x))
         if function(x) != expected(x):
             raise CheckFailed(f"{name}({x}) is {expected(x)}, yours gave {function(x)!r}")
     return f"{len(numbers)} numbers"
@@ -312,26 +314,26 @@ def reordered(notebooks):
 
 LOOP = "def square(x):\n    while True:\n        pass"
 STUDENTS = {
-    # name: (notebooks from the toy solutions, verdicts of t1-double, -quadruple, -square,
-    #        t2-greet)
+    # name: (notebooks from the toy solutions, verdicts of t1-double, -square, -quadruple,
+    #        t2-greet: notebook order)
     "correct": (lambda solutions, exercises: solutions, [P, P, P, P]),
     "untouched": (lambda solutions, exercises: exercises, [N, N, N, N]),
     "wrong": (lambda s, e: edited(s, {"t1-double": "def double(x):\n    return x + 2"}),
-              [W, W, P, P]),
-    "loops": (lambda s, e: edited(s, {"t1-square": LOOP}), [P, P, T, P]),
+              [W, P, W, P]),
+    "loops": (lambda s, e: edited(s, {"t1-square": LOOP}), [P, T, P, P]),
     "deaf": (lambda s, e: edited(s, {"t1-square": "import signal\nsignal.signal("
                                      "signal.SIGALRM, signal.SIG_IGN)\n" + LOOP}),
-             [P, P, T, P]),
-    "exits": (lambda s, e: edited(s, {"t1-double": "import os\nos._exit(3)"}), [C, C, P, P]),
+             [P, T, P, P]),
+    "exits": (lambda s, e: edited(s, {"t1-double": "import os\nos._exit(3)"}), [C, P, C, P]),
     "segfault": (lambda s, e: edited(s, {"t1-square": "import ctypes\nctypes.string_at(0)"}),
-                 [P, P, C, P]),
+                 [P, C, P, P]),
     "chatty": (lambda s, e: edited(s, {"t1-double": 'print("x" * 50_000_000)\n\n'
                                                     'def double(x):\n    return 2 * x'}),
                [P, P, P, P]),
     "raises": (lambda s, e: edited(s, {"t2-greet": "greeting = 'hello'\n1 / 0"}), [P, P, P, C]),
-    "deleted": (lambda s, e: edited(s, drop={"t1-square", "t1-setup-0"}), [P, P, N, P]),
+    "deleted": (lambda s, e: edited(s, drop={"t1-square", "t1-setup-0"}), [P, N, P, P]),
     "reordered": (lambda s, e: reordered(s), [P, P, P, P]),
-    "hog": (lambda s, e: edited(s, {"t1-double": "hog = bytearray(2 ** 40)"}), [C, C, P, P]),
+    "hog": (lambda s, e: edited(s, {"t1-double": "hog = bytearray(2 ** 40)"}), [C, P, C, P]),
 }
 
 
@@ -427,13 +429,20 @@ def test_the_csv_and_gradescope_results(graded):
         "tests": [
             {"name": "t1-double: Double a number", "score": 0, "max_score": 2,
              "output": "wrong: double(-3) is -6, yours gave -1"},
-            {"name": "t1-quadruple: Quadruple with double", "score": 0, "max_score": 1,
-             "output": "wrong: quadruple(-3) is -12, yours gave 1"},
             {"name": "t1-square: Square a number", "score": 3, "max_score": 3,
              "output": "passed: squares 43 numbers"},
+            {"name": "t1-quadruple: Quadruple with double", "score": 0, "max_score": 1,
+             "output": "wrong: quadruple(-3) is -12, yours gave 1"},
             {"name": "t2-greet: Greet", "score": 1, "max_score": 1, "output": "passed: greets"},
         ]}
-    assert sorted(path.name for path in graded.out.iterdir()) == sorted([*STUDENTS, "grades.csv"])
+    assert sorted(path.name for path in graded.out.iterdir()) == sorted(
+        [*STUDENTS, "grades.csv", "verdicts.csv"])
+    reasons = list(csv.reader((graded.out / "verdicts.csv").read_text().splitlines()))
+    assert reasons[0] == ["student", "exercise", "score", "max", "status", "reason"]
+    assert ["raises", "t2-greet", "0", "1", "crashed",
+            "crashed: ZeroDivisionError: division by zero"] in reasons
+    assert ["wrong", "t1-double", "0", "2", "wrong",
+            "wrong: double(-3) is -6, yours gave -1"] in reasons
 
 
 def test_a_progress_bar_runs_over_the_class(graded):
@@ -454,7 +463,7 @@ def test_grading_one_student_from_the_command_line(toys, tmp_path):
                             f"results in {tmp_path}\n"
     assert "1/1 solutions: 7/7" in result.stderr
     assert (tmp_path / "grades.csv").read_text() == (
-        f"student,{','.join(IDS)},total,max\nsolutions,2,1,3,1,7,7\n")
+        f"student,{','.join(IDS)},total,max\nsolutions,2,3,1,1,7,7\n")
 
 
 def test_the_handed_out_exercises_score_zero_without_running_anything(toys, tmp_path):
@@ -483,12 +492,14 @@ def test_answers_are_found_by_grade_id_in_any_notebook(toys, tmp_path):
     (tmp_path / ".ipynb_checkpoints" / "a-checkpoint.ipynb").write_text("{not json")
     stubs = {step.grade_id: step.source for steps in read_reference(toys.solutions)
              .notebooks.values() for step in steps if step.kind == "answer"}
-    answers, notes = collect_answers(tmp_path, stubs)
+    submission = collect_answers(tmp_path, stubs)
+    answers, notes = submission.answers, submission.notes
     assert answers["t1-square"] == "def square(x):\n    return x ** 2"
     assert answers["t1-double"] == "def double(x):\n    return x + x"
     assert answers["t1-quadruple"] == "def quadruple(x):\n    raise NotImplementedError()"
     assert "t2-greet" not in answers
     assert notes[0].startswith("could not read broken.ipynb: Expecting property name")
+    assert submission.unreadable["broken.ipynb"].startswith("broken.ipynb could not be read")
     assert notes[1:] == ["2 different cells have grade_id t1-square: graded the last one, in "
                          "b-copy.ipynb"]
 

@@ -5,6 +5,7 @@
                                                [--checks MODULE_OR_FILE ...]
     python -m refimpl.grading grade SUBMISSIONS --out RESULTS [--solutions DIR] [--timeout S]
                                    [--memory MB] [--jobs N] [--checks MODULE_OR_FILE ...]
+                                   [--no-isolation]
     refimpl-grade SUBMISSIONS --out RESULTS [...]     (the same as `grade`)
 """
 
@@ -19,6 +20,7 @@ from refimpl.grading.generate import (EXERCISES_DIR, SOLUTIONS, check_exercises,
                                       registry_problems)
 from refimpl.grading.grader import DEFAULT_CHECKS, grade_class, summary
 from refimpl.grading.kernel import Limits
+from refimpl.grading.sandbox import IsolationUnavailable
 from refimpl.grading.worker import load_checks
 
 
@@ -49,6 +51,9 @@ def _grade_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MB of address space per kernel process (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="students graded at once (default: the number of CPUs)")
+    parser.add_argument("--no-isolation", action="store_true",
+                        help="grade even where student code cannot be isolated (only for "
+                             "code you trust: it then runs as you, with your files)")
     _checks(parser)
 
 
@@ -79,9 +84,18 @@ def grade(args: argparse.Namespace) -> int:
     checks = args.checks or list(DEFAULT_CHECKS)
     load_checks(checks)
     limits = Limits(timeout=args.timeout, memory_mb=args.memory)
+    if args.no_isolation:
+        print("WARNING: --no-isolation: student code runs as you, can read and write your "
+              "files, and can change its own grade and others'", file=sys.stderr)
     try:
         results = grade_class(args.submissions, args.out, solutions=args.solutions,
-                              limits=limits, jobs=args.jobs, checks=checks)
+                              limits=limits, jobs=args.jobs, checks=checks,
+                              isolated=not args.no_isolation)
+    except IsolationUnavailable as error:
+        print(f"REFUSING TO GRADE: student code cannot be isolated here: {error}.\n"
+              f"Grade as root on Linux with bubblewrap installed, or pass --no-isolation "
+              f"to grade code you trust anyway.", file=sys.stderr)
+        return 3
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from refimpl.grading.checks.common import call, format_cases, passed, seeds
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.grading.problems import random_address, random_entry, random_tiny_machine
 from refimpl.hw import PTEFlags, level_name
 
@@ -15,6 +16,7 @@ def check_split_address(split_address, hidden=False):
         address = random_address(fmt, rng)
         case = f"{address:#x} in {fmt.name}"
         indices, offset = call(split_address, fmt, address, case=case)
+        record(case, list(indices), offset)
         for level, wanted in enumerate(fmt.indices(address)):
             if level >= len(indices) or indices[level] != wanted:
                 got = indices[level] if level < len(indices) else "nothing"
@@ -38,6 +40,8 @@ def check_decode_entry(decode_entry, hidden=False):
         case = f"entry {entry:#x} in {fmt.name}"
         present, frame, flags = call(decode_entry, fmt, entry, case=case)
         wanted_flags = fmt.decode_flags(entry)
+        record(case, bool(present), frame, [bool(flag & flags) for flag in PTEFlags
+                                            if flag is not PTEFlags.PRESENT and fmt.has(flag)])
         if bool(present) != bool(wanted_flags & PTEFlags.PRESENT):
             raise CheckFailed(f"{case}: present is bit {fmt.present_bit}, which is "
                               f"{entry >> fmt.present_bit & 1}; you said {present}")
@@ -63,6 +67,7 @@ def check_walk(walk, hidden=False):
         for address, wanted in problem.answer().items():
             case = f"machine random_tiny_machine({seed}), address {address:#05x}"
             got = call(walk, problem.machine.memory, problem.cr3, address, case=case)
+            record(case, got)
             if got != wanted:
                 expected = "a fault (None)" if wanted is None else f"{wanted:#x}"
                 shown = "None" if got is None else f"{got:#x}"
@@ -78,6 +83,7 @@ def check_error_code(page_fault_error_code, hidden=False):
         flags = {name: bool(combination >> i & 1) for i, (name, _) in enumerate(bits)}
         wanted = sum(value for i, (_, value) in enumerate(bits) if combination >> i & 1)
         got = call(page_fault_error_code, *flags.values(), case=str(flags))
+        record(str(flags), got)
         if got != wanted:
             raise CheckFailed(f"{flags}: the error code is {wanted:#07b}, you gave {got:#07b}")
     return passed(16, "combinations")
