@@ -2,6 +2,7 @@
 the exercise notebooks as students receive them."""
 
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -11,6 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from refimpl.grading import sandbox
+from refimpl.grading.grader import grade_class
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES_DIR = ROOT / "solutions", ROOT / "exercises"
@@ -98,3 +102,25 @@ def test_check_exercises_command_passes():
     process = subprocess.run([sys.executable, "-m", "refimpl.grading", "check-exercises"],
                              capture_output=True, text=True)
     assert process.returncode == 0, process.stdout + process.stderr
+
+
+@pytest.mark.skipif(sandbox.unavailable() is not None, reason="no isolation here")
+def test_the_reference_of_the_exercise_is_not_available_in_its_cell(tmp_path):
+    """The real course: ensure_pte answered with the kernel's own ensure_pte."""
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    shutil.copy(ROOT / "solutions" / "03-page-tables-and-refcounts.ipynb", solutions)
+    notebook = nbformat.read(solutions / "03-page-tables-and-refcounts.ipynb", 4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "03-ensure-pte":
+            cell.source = "def ensure_pte(mm, directory, vaddr):\n" \
+                          "    return mm.ensure_pte(directory, vaddr)"
+    (tmp_path / "class" / "lazy").mkdir(parents=True)
+    nbformat.write(notebook, tmp_path / "class" / "lazy" / "03.ipynb")
+    [result] = grade_class(tmp_path / "class", tmp_path / "out", solutions=solutions,
+                           jobs=1, progress=io.StringIO())
+    verdict = result.exercises[0].verdict
+    assert result.exercises[0].grade_id == "03-ensure-pte"
+    assert verdict.status == "wrong" and "write this yourself" in verdict.output
+    assert [exercise.verdict.status for exercise in result.exercises[1:]] == ["passed", "passed"]
+    assert json.loads((tmp_path / "out" / "lazy" / "results.json").read_text())["score"] == 5
