@@ -529,3 +529,55 @@ def test_a_kernel_process_that_cannot_start_fails_every_exercise():
                                          "kernel process exited with status 1\n")
         assert verdict.output.endswith("No module named 'no_such_checks_module'")
     assert list(verdicts) == ["t1-double", "t1-square"]
+
+
+# The instructor's workflow ---------------------------------------------------------------------
+
+def test_release_writes_the_exercises_in_nbgraders_layout(toys, tmp_path):
+    from refimpl.grading.instructor import release
+    written = release(tmp_path, toys.solutions)
+    assert [str(path.relative_to(tmp_path)) for path in written] == [
+        "release/t1-numbers/t1-numbers.ipynb", "release/t2-words/t2-words.ipynb"]
+    for path in written:
+        assert path.read_bytes() == (toys.exercises / path.name).read_bytes()
+        assert "BEGIN SOLUTION" not in path.read_text()
+
+
+def test_practice_never_shows_a_hidden_case():
+    from refimpl.grading import practice
+    from refimpl.grading.checks.common import HIDDEN_SEED
+    assert "answer" in repr(practice("00-walk", 7))
+    with pytest.raises(ValueError, match="hidden cases"):
+        practice("00-walk", HIDDEN_SEED + 3)
+
+
+def test_the_gradescope_bundle_in_a_rehearsal_of_gradescopes_folders(toys, tmp_path):
+    """The zip unpacked into a stand-in for /autograder/source, one student's notebooks (in a
+    subfolder, as uploaded) in submission/, run_autograder run: results/results.json."""
+    import zipfile
+
+    from refimpl.grading import sandbox
+    from refimpl.grading.instructor import gradescope_bundle
+    isolated = sandbox.unavailable() is None
+    bundle = gradescope_bundle(tmp_path / "autograder.zip", toys.solutions, [toys.checks],
+                               isolated=isolated)
+    autograder = tmp_path / "autograder"
+    with zipfile.ZipFile(bundle) as archive:
+        names = archive.namelist()
+        archive.extractall(autograder / "source")
+    assert {"setup.sh", "run_autograder", "pyproject.toml", "refimpl/grading/grader.py",
+            "solutions/t1-numbers.ipynb", "checks/toy_checks.py"} <= set(names)
+    assert not any(name.startswith(("exercises/", "tests/", ".venv")) for name in names)
+    solutions = {path.name: nbformat.read(path, as_version=4)
+                 for path in sorted(toys.solutions.glob("*.ipynb"))}
+    wrong = edited(solutions, {"t1-double": "def double(x):\n    return x + 2"})
+    write_notebooks(autograder / "submission" / "my work", wrong)
+    (autograder / "results").mkdir()
+    env = dict(os.environ, AUTOGRADER=str(autograder), PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(autograder / "source" / "run_autograder")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((autograder / "results" / "results.json").read_text())
+    assert results["score"] == 4
+    assert [test["score"] for test in results["tests"]] == [0, 3, 0, 1]
+    assert results["tests"][0]["output"] == "wrong: double(-3) is -6, yours gave -1"

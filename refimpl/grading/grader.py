@@ -379,12 +379,13 @@ def expected_records(grading: Grading, solutions: Path) -> dict:
 def grade_class(submissions: Path, out: Path, *, solutions: Path = SOLUTIONS,
                 limits: Limits = Limits(), jobs: int | None = None,
                 checks: Sequence[str] = DEFAULT_CHECKS, progress: TextIO | None = None,
-                isolated: bool = True) -> list[StudentResult]:
+                isolated: bool = True, one_student: bool = False) -> list[StudentResult]:
     """Grade every student in `submissions` (`jobs` at a time) and write the results to `out`,
     each student's as soon as they are known; students already graded the same way (a run
     that was stopped) are not graded again. The checks must already be loaded in this process
     (`worker.load_checks`). Raises IsolationUnavailable unless student code can be isolated
-    or `isolated` is False."""
+    or `isolated` is False. `one_student`: `submissions` is one student's folder, whatever
+    is inside (Gradescope's /autograder/submission)."""
     submissions, out = submissions.resolve(), out.resolve()
     if out == submissions or submissions in out.parents:
         raise ValueError(f"the results folder {out} is inside the submissions {submissions}, "
@@ -403,7 +404,7 @@ def grade_class(submissions: Path, out: Path, *, solutions: Path = SOLUTIONS,
     grading = Grading(reference, limits, grading.checks, isolated,
                       expected_records(grading, solutions))
     fingerprint = grading.fingerprint()
-    students = find_students(submissions)
+    students = [(submissions.name, submissions)] if one_student else find_students(submissions)
     bar = Progress(len(students), stream)
     results, todo = [], []
     for name, folder in students:

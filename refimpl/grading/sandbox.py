@@ -78,9 +78,10 @@ def command(argv: list[str], limits: HardLimits, uid: int) -> list[str]:
     return ["prlimit", f"--cpu={limits.cpu_seconds}", f"--as={memory}", f"--nproc={NPROC}",
             f"--fsize={FSIZE_BYTES}", "--core=0",
             "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session", *_mounts(),
-            "--proc", "/proc", "--dev", "/dev",
-            "--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            # /tmp first: a folder mounted below it (a test's, a Gradescope copy) stays visible
+            "--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", "/tmp", *_mounts(),
+            "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
             "--clearenv", *_env_arguments(),
             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--no-new-privs", *argv]
