@@ -436,7 +436,7 @@ def test_the_csv_and_gradescope_results(graded):
             {"name": "t2-greet: Greet", "score": 1, "max_score": 1, "output": "passed: greets"},
         ]}
     assert sorted(path.name for path in graded.out.iterdir()) == sorted(
-        [*STUDENTS, "grades.csv", "verdicts.csv"])
+        [*STUDENTS, "grades.csv", "verdicts.csv", "reference.json"])
     reasons = list(csv.reader((graded.out / "verdicts.csv").read_text().splitlines()))
     assert reasons[0] == ["student", "exercise", "score", "max", "status", "reason"]
     assert ["raises", "t2-greet", "0", "1", "crashed",

@@ -276,15 +276,12 @@ class Grading:
     limits: Limits = Limits()
     checks: tuple = DEFAULT_CHECKS
     isolated: bool = True
-    expected: dict = field(default_factory=dict)
-    """grade_id -> the solutions' record on the hidden cases; empty: not judged (the run
-    that computes them)."""
 
     def fingerprint(self) -> str:
         """Changes whenever anything that decides a grade changes: resuming is safe."""
         state = [{name: [asdict(step) for step in steps]
                   for name, steps in self.reference.notebooks.items()},
-                 asdict(self.limits), list(self.checks), self.isolated, self.expected]
+                 asdict(self.limits), list(self.checks), self.isolated]
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode())\
             .hexdigest()
 
@@ -311,8 +308,17 @@ def judge(grade_id: str, claimed: Verdict, expected: list | None) -> Verdict:
     return claimed
 
 
+def judged(result: StudentResult, expected: dict) -> StudentResult:
+    """The student's result with every verdict judged against the solutions' records."""
+    return StudentResult(result.student, tuple(
+        ExerciseResult(exercise.grade_id, exercise.title, exercise.points,
+                       judge(exercise.grade_id, exercise.verdict, expected.get(exercise.grade_id)))
+        for exercise in result.exercises), result.notes)
+
+
 def grade_student(name: str, folder: Path, grading: Grading) -> StudentResult:
-    """Grade the reference's exercises for the student whose notebooks are under `folder`."""
+    """The claimed verdicts for the reference's exercises, for the student whose notebooks
+    are under `folder` (`judged` decides them)."""
     reference = grading.reference
     known = frozenset(step.grade_id for steps in reference.notebooks.values() for step in steps)
     submission = collect_answers(folder, reference.stubs(), known)
@@ -322,9 +328,6 @@ def grade_student(name: str, folder: Path, grading: Grading) -> StudentResult:
         verdicts.update(decided)
         if any(step.kind == "exercise" for step in plan):
             verdicts.update(run_steps(plan, grading.limits, grading.checks, grading.isolated))
-    if grading.expected:
-        verdicts = {grade_id: judge(grade_id, verdict, grading.expected.get(grade_id))
-                    for grade_id, verdict in verdicts.items()}
     return StudentResult(name, tuple(
         ExerciseResult(grade_id, EXERCISES[grade_id].title, EXERCISES[grade_id].points,
                        verdicts[grade_id]) for grade_id in reference.graded()),
@@ -365,10 +368,9 @@ class Progress:
             print(f"{line} {label}", file=self.stream, flush=True)
 
 
-def expected_records(grading: Grading, solutions: Path) -> dict:
+def expected_records(result: StudentResult) -> dict:
     """The solutions graded as a student (in the same box): their record per exercise. A
     solution that does not pass its own check stops the grading: nothing could be judged."""
-    result = grade_student("solutions", solutions, grading)
     failing = [f"{exercise.grade_id}: {exercise.verdict.output}"
                for exercise in result.exercises if exercise.verdict.status != "passed"]
     if failing:
@@ -401,8 +403,6 @@ def grade_class(submissions: Path, out: Path, *, solutions: Path = SOLUTIONS,
     if unchecked:
         print(f"not graded, no check is registered: {', '.join(unchecked)}", file=stream)
     grading = Grading(reference, limits, tuple(checks_payload(list(checks))), isolated)
-    grading = Grading(reference, limits, grading.checks, isolated,
-                      expected_records(grading, solutions))
     fingerprint = grading.fingerprint()
     students = [(submissions.name, submissions)] if one_student else find_students(submissions)
     bar = Progress(len(students), stream)
@@ -415,14 +415,37 @@ def grade_class(submissions: Path, out: Path, *, solutions: Path = SOLUTIONS,
             results.append(done)
             bar.advance(f"{name}: {done.score}/{done.max_score} (graded before)")
     out.mkdir(parents=True, exist_ok=True)
+    expected = _saved_reference(out, fingerprint) if todo else {}
+    waiting: list[tuple[StudentResult, Path]] = []
+
+    def finish(result: StudentResult, folder: Path) -> None:
+        results.append(judged(result, expected))
+        write_student(results[-1], out, _student_fingerprint(fingerprint, folder))
+        write_tables(results, out)
+        bar.advance(f"{results[-1].student}: {results[-1].score}/{results[-1].max_score}")
+
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        futures = {pool.submit(_grade_or_report, name, folder, grading): folder
-                   for name, folder in todo}
+        # the solutions first, alongside the class: a student waits for them only to be judged
+        futures = {} if expected or not todo else {
+            pool.submit(grade_student, "solutions", solutions, grading): None}
+        futures.update({pool.submit(_grade_or_report, name, folder, grading): folder
+                        for name, folder in todo})
         for future in as_completed(futures):
-            results.append(future.result())
-            write_student(results[-1], out, _student_fingerprint(fingerprint, futures[future]))
-            write_tables(results, out)
-            bar.advance(f"{results[-1].student}: {results[-1].score}/{results[-1].max_score}")
+            folder = futures[future]
+            if folder is None:
+                try:
+                    expected = expected_records(future.result())
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)
+                    raise
+                _write(out / "reference.json", json.dumps(
+                    {"fingerprint": fingerprint, "expected": expected}) + "\n")
+                for result, folder in waiting:
+                    finish(result, folder)
+            elif expected:
+                finish(future.result(), folder)
+            else:
+                waiting.append((future.result(), folder))
     results.sort(key=lambda result: result.student)
     write_tables(results, out)
     return results
@@ -468,6 +491,15 @@ def write_student(result: StudentResult, out: Path, fingerprint: str) -> None:
            json.dumps(result.gradescope(), indent=2, ensure_ascii=False) + "\n")
     _write(out / result.student / "grading.json",
            json.dumps({"fingerprint": fingerprint, "result": asdict(result)}) + "\n")
+
+
+def _saved_reference(out: Path, fingerprint: str) -> dict:
+    """The solutions' records of an earlier run graded the same way, or {}."""
+    try:
+        saved = json.loads((out / "reference.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return saved.get("expected", {}) if saved.get("fingerprint") == fingerprint else {}
 
 
 def _student_fingerprint(fingerprint: str, folder: Path) -> str:
