@@ -581,3 +581,44 @@ def test_the_gradescope_bundle_in_a_rehearsal_of_gradescopes_folders(toys, tmp_p
     assert results["score"] == 4
     assert [test["score"] for test in results["tests"]] == [0, 3, 0, 1]
     assert results["tests"][0]["output"] == "wrong: double(-3) is -6, yours gave -1"
+
+
+# The trust split --------------------------------------------------------------------------------
+
+def test_a_claimed_pass_stands_only_with_the_solutions_record_exactly():
+    from refimpl.grading.grader import judge
+    expected = [["f(1)", 2], ["f(2)", [4, True]]]
+    claim = Verdict("passed", "passed: 2 cases", (["f(1)", 2], ["f(2)", [4, True]]))
+    assert judge("x", claim, expected) == claim
+    for record, shown in [((["f(1)", 2], ["f(2)", [4, 1]]), "[[4, 1]]"),
+                          ((["f(1)", 2], ["f(2)", [4.0, True]]), "[[4.0, true]]"),
+                          ((["f(1)", 2],), "nothing")]:
+        verdict = judge("x", Verdict("passed", "passed", record), expected)
+        assert verdict.output == f"wrong: f(2): the grader expected [[4, true]], your answer " \
+                                 f"gave {shown}"
+    longer = judge("x", Verdict("passed", "passed", (*claim.record, ["f(3)", 6])), expected)
+    assert longer.output == "wrong: your answer was checked on 3 cases, the grader's hidden " \
+                            "checks have 2"
+    crashed = Verdict("crashed", "crashed: ValueError", ())
+    assert judge("x", crashed, expected) is crashed
+
+
+@pytest.mark.parametrize("line, expected, current, steps, accepted", [
+    (b'{"start": 0}', 0, None, 2, True),
+    (b'{"start": 0}', 0, 0, 2, False),           # a step starts once: no keep-alive
+    (b'{"start": 1}', 0, None, 2, False),        # in order
+    (b'{"done": 0, "status": "passed", "output": "", "defined": true}', 0, 0, 2, True),
+    (b'{"done": 0, "status": "passed", "output": "", "defined": 1}', 0, 0, 2, False),
+    (b'{"done": 1, "status": "passed", "output": "", "defined": true}', 0, 0, 2, False),
+    (b'{"finished": true}', 1, 0, 2, False),     # not before every step is done
+    (b'{"finished": true}', 2, 1, 2, True),
+    (b'[]', 0, None, 2, False),
+    (b'still here', 0, None, 2, False),
+])
+def test_the_result_pipe_is_a_strict_protocol(line, expected, current, steps, accepted):
+    from refimpl.grading.kernel import ProtocolError, _message
+    if accepted:
+        assert isinstance(_message(line, expected, current, steps), dict)
+    else:
+        with pytest.raises(ProtocolError):
+            _message(line, expected, current, steps)

@@ -12,6 +12,8 @@ there, the learner's process must produce the reference's answers on every hidde
 from __future__ import annotations
 
 _RECORD: list = []
+_recording = False
+"""Only the autograder's worker records (`start`); a learner's notebook keeps nothing."""
 
 
 def plain(value):
@@ -31,9 +33,15 @@ def plain(value):
     return {"object": type(value).__qualname__}
 
 
+def start() -> None:
+    global _recording
+    _recording = True
+
+
 def record(case: str, *values) -> None:
-    """Note what the learner's answer gave on `case`."""
-    _RECORD.append([str(case), *(plain(value) for value in values)])
+    """Note what the learner's answer gave on `case` (in the autograder's worker)."""
+    if _recording:
+        _RECORD.append([str(case), *(plain(value) for value in values)])
 
 
 def take() -> list:

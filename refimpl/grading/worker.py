@@ -267,6 +267,7 @@ def main(argv: list[str]) -> None:
     _limit_memory(job["memory_mb"])
     faulthandler.enable(file=sys.__stderr__)
     load_checks(job["checks"])
+    transcript.start()
     forbid_references([step["grade_id"] for step in job["steps"] if step["kind"] == "exercise"])
     notebook = _Notebook(job)
     for position, step in enumerate(job["steps"]):
