@@ -18,6 +18,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from refimpl.grading import sandbox
 from refimpl.grading.exercises import EXERCISES
 from refimpl.grading.generate import (check_exercises, generate_all, generate_exercise_notebook,
                                       generated_exercises, notebook_bytes, read_notebook,
@@ -28,6 +29,10 @@ from refimpl.grading.worker import load_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(timeout=1, memory_mb=512)
+ISOLATED = sandbox.unavailable() is None
+"""As root with bubblewrap (CI): in the sandbox. Elsewhere the grader would refuse; these tests
+of its verdicts then say --no-isolation (test_grading_hostile.py tests the refusal)."""
+NO_ISOLATION = [] if ISOLATED else ["--no-isolation"]
 IDS = ["t1-double", "t1-square", "t1-quadruple", "t2-greet"]
 POINTS = {"t1-double": 2, "t1-quadruple": 1, "t1-square": 3, "t2-greet": 1}
 
@@ -356,7 +361,7 @@ def graded(toys):
     progress = io.StringIO()
     out = toys.folder / "results"
     results = grade_class(submissions, out, solutions=toys.solutions, limits=LIMITS, jobs=2,
-                          checks=[toys.checks], progress=progress)
+                          checks=[toys.checks], progress=progress, isolated=ISOLATED)
     return SimpleNamespace(results={result.student: result for result in results}, out=out,
                            before=before, after=tree_hashes(submissions),
                            progress=progress.getvalue())
@@ -456,7 +461,7 @@ def test_grading_one_student_from_the_command_line(toys, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "refimpl.grading", "grade", str(toys.solutions), "--out",
          str(tmp_path), "--solutions", str(toys.solutions), "--checks", toys.checks,
-         "--timeout", "5", "--memory", "512", "--jobs", "1"],
+         "--timeout", "5", "--memory", "512", "--jobs", "1", *NO_ISOLATION],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"graded 1 student(s): mean 7.0 of 7 points; 4 passed; " \
@@ -468,14 +473,14 @@ def test_grading_one_student_from_the_command_line(toys, tmp_path):
 
 def test_the_handed_out_exercises_score_zero_without_running_anything(toys, tmp_path):
     [result] = grade_class(toys.exercises, tmp_path, solutions=toys.solutions,
-                           checks=[toys.checks], progress=io.StringIO())
+                           checks=[toys.checks], progress=io.StringIO(), isolated=ISOLATED)
     assert result.score == 0 and result.max_score == 7
 
 
 def test_results_are_never_written_inside_the_submissions(toys):
     with pytest.raises(ValueError, match="never written to"):
         grade_class(toys.exercises, toys.exercises / "results", solutions=toys.solutions,
-                    checks=[toys.checks], progress=io.StringIO())
+                    checks=[toys.checks], progress=io.StringIO(), isolated=ISOLATED)
 
 
 def test_answers_are_found_by_grade_id_in_any_notebook(toys, tmp_path):
@@ -510,12 +515,12 @@ SQUARE = Step("exercise", "t1-square", "def square(x):\n    return x * x")
 
 def test_a_failing_set_up_fails_the_exercises_after_it(toys):
     verdicts = run_steps([Step("setup", "s", "import no_such_module"), DOUBLE], LIMITS,
-                         [toys.checks])
+                         [toys.checks], ISOLATED)
     assert verdicts == {"t1-double": Verdict("crashed", "crashed: the set-up cell s failed: "
                                              "ModuleNotFoundError: No module named "
                                              "'no_such_module'")}
     verdicts = run_steps([DOUBLE, Step("setup", "s", "import os\nos._exit(5)"), SQUARE], LIMITS,
-                         [toys.checks])
+                         [toys.checks], ISOLATED)
     assert verdicts == {
         "t1-double": Verdict("passed", "passed: doubles 43 numbers"),
         "t1-square": Verdict("crashed", "crashed: during the set-up cell s, the kernel process "
@@ -523,7 +528,7 @@ def test_a_failing_set_up_fails_the_exercises_after_it(toys):
 
 
 def test_a_kernel_process_that_cannot_start_fails_every_exercise():
-    verdicts = run_steps([DOUBLE, SQUARE], LIMITS, ["no_such_checks_module"])
+    verdicts = run_steps([DOUBLE, SQUARE], LIMITS, ["no_such_checks_module"], ISOLATED)
     for verdict in verdicts.values():
         assert verdict.output.startswith("crashed: during the kernel process's start-up, the "
                                          "kernel process exited with status 1\n")
@@ -556,11 +561,9 @@ def test_the_gradescope_bundle_in_a_rehearsal_of_gradescopes_folders(toys, tmp_p
     subfolder, as uploaded) in submission/, run_autograder run: results/results.json."""
     import zipfile
 
-    from refimpl.grading import sandbox
     from refimpl.grading.instructor import gradescope_bundle
-    isolated = sandbox.unavailable() is None
     bundle = gradescope_bundle(tmp_path / "autograder.zip", toys.solutions, [toys.checks],
-                               isolated=isolated)
+                               isolated=ISOLATED)
     autograder = tmp_path / "autograder"
     with zipfile.ZipFile(bundle) as archive:
         names = archive.namelist()

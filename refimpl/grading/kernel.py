@@ -67,7 +67,7 @@ class Verdict:
     """What the check observed of the learner's answers, as plain data (JSON)."""
 
 
-_SLOTS = sandbox.Slots(64)
+_UIDS = sandbox.Uids()
 
 
 def run_steps(steps: Sequence[Step], limits: Limits, checks: Sequence, isolated: bool = True
@@ -201,7 +201,7 @@ class _KernelProcess:
         argv = [sys.executable, "-m", "refimpl.grading.worker", str(write_end)]
         options: dict = dict(env=_environment(), start_new_session=True, cwd=folder)
         if isolated:
-            self.uid = _SLOTS.take()
+            self.uid = _UIDS.take()
             steps = len(job["steps"])
             cpu = int(STARTUP + steps * (job["timeout"] + GRACE)) + 1
             argv = sandbox.command(argv, sandbox.HardLimits(cpu, job["memory_mb"]), self.uid)
@@ -284,7 +284,7 @@ class _KernelProcess:
 
     def _give_back_uid(self) -> None:
         if self.uid is not None:
-            _SLOTS.give_back(self.uid)
+            _UIDS.give_back(self.uid)
             self.uid = None
 
     def _drain(self, seconds: float = 1.0) -> None:

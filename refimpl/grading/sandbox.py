@@ -23,9 +23,9 @@ unless told `--no-isolation`.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -34,8 +34,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 """The folder holding the `refimpl` package (the repository, or an installed copy)."""
-FIRST_UID = 61000
-"""Student processes run as uids FIRST_UID, FIRST_UID + 1, ...: one per grading slot."""
+FIRST_UID, UIDS = 61000, 1000
+"""Student processes run as uids FIRST_UID ... FIRST_UID + UIDS - 1: one per process running at
+once, on the whole machine (graders running side by side included)."""
+LOCKS = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / "refimpl-grading-uids"
 TMP_BYTES = 64 * 2**20
 NPROC = 32
 FSIZE_BYTES = 16 * 2**20
@@ -129,17 +131,26 @@ class IsolationUnavailable(RuntimeError):
     """Raised instead of grading without isolation, unless the instructor said so."""
 
 
-class Slots:
-    """One uid per student process running at once, so one student's processes never count
-    against another's process limit."""
+class Uids:
+    """A uid of its own for each student process running at once, so one student's processes
+    never count against another's process limit: a uid is taken by locking its file in LOCKS
+    (root's; the lock goes with the grader if it dies)."""
 
-    def __init__(self, count: int) -> None:
-        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for uid in range(FIRST_UID, FIRST_UID + count):
-            self._free.put(uid)
+    def __init__(self) -> None:
+        self._held: dict[int, int] = {}
 
     def take(self) -> int:
-        return self._free.get()
+        LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for uid in range(FIRST_UID, FIRST_UID + UIDS):
+            fd = os.open(LOCKS / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._held[uid] = fd
+            return uid
+        raise RuntimeError(f"all {UIDS} student uids are in use")
 
     def give_back(self, uid: int) -> None:
-        self._free.put(uid)
+        os.close(self._held.pop(uid))
