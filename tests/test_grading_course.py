@@ -125,3 +125,25 @@ def test_the_reference_of_the_exercise_is_not_available_in_its_cell(tmp_path):
     assert verdict.status == "wrong" and "write this yourself" in verdict.output
     assert [exercise.verdict.status for exercise in result.exercises[1:]] == ["passed", "passed"]
     assert json.loads((tmp_path / "out" / "lazy" / "results.json").read_text())["score"] == 5
+
+
+def test_an_instructors_hidden_seeds_replace_the_public_ones(tmp_path):
+    """`--checks refimpl.grading.checks --checks hidden.py`: the hidden cases come from the
+    instructor's file, which students never have; the solutions still get full marks."""
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    shutil.copy(SOLUTIONS / "00-the-machine.ipynb", solutions)
+    hidden = tmp_path / "hidden.py"
+    hidden.write_text("from refimpl.grading.checks import common\ncommon.HIDDEN_SEED = 52_817\n")
+    isolation = [] if sandbox.unavailable() is None else ["--no-isolation"]
+    process = subprocess.run(
+        [sys.executable, "-m", "refimpl.grading", "grade", str(solutions), "--out",
+         str(tmp_path / "out"), "--solutions", str(solutions), "--checks",
+         "refimpl.grading.checks", "--checks", str(hidden), *isolation],
+        capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    expected = json.loads((tmp_path / "out" / "reference.json").read_text())["expected"]
+    cases = [case[0] for case in expected["00-walk"]]
+    assert cases[0].startswith("machine random_tiny_machine(52817), address ")
+    assert not any("(1000)" in case for case in cases)
+    assert (tmp_path / "out" / "grades.csv").read_text().endswith(",8,8\n")
