@@ -121,7 +121,7 @@ class _NotebookGrading:
             try:
                 ending = kernel.follow(len(todo), limits.timeout, on_done)
             finally:
-                returncode = kernel.stop(patient=ending is None or ending[1] != "overran")
+                returncode = kernel.stop(patient=ending is None or ending[1] == "died")
         if ending is not None:
             position, why = ending
             death = {"overran": "", "died": _death(returncode, kernel.tail),
