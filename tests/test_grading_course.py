@@ -2,6 +2,7 @@
 the exercise notebooks as students receive them."""
 
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ import pytest
 from nbclient import NotebookClient
 
 from refimpl.grading import EXERCISES
+from refimpl.grading import sandbox
+from refimpl.grading.grader import grade_class
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES_DIR = ROOT / "solutions", ROOT / "exercises"
@@ -54,9 +57,10 @@ def graded(tmp_path_factory):
     shutil.copytree(EXERCISES_DIR, submissions / "untouched")
     for student, (grade_id, old, new, _) in MISTAKES.items():
         copy_with_mistake(submissions / student, grade_id, old, new)
+    isolation = [] if sandbox.unavailable() is None else ["--no-isolation"]
     process = subprocess.run([sys.executable, "-m", "refimpl.grading", "grade", str(submissions),
-                              "--out", str(out), "--jobs", "2"], capture_output=True, text=True,
-                             timeout=600)
+                              "--out", str(out), "--jobs", "2", *isolation], capture_output=True,
+                             text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-2000:]
     with open(out / "grades.csv", newline="") as rows:
         grades = {row["student"]: row for row in csv.DictReader(rows)}
@@ -156,3 +160,47 @@ def test_check_exercises_command_passes():
     process = subprocess.run([sys.executable, "-m", "refimpl.grading", "check-exercises"],
                              capture_output=True, text=True)
     assert process.returncode == 0, process.stdout + process.stderr
+
+
+@pytest.mark.skipif(sandbox.unavailable() is not None, reason="no isolation here")
+def test_the_reference_of_the_exercise_is_not_available_in_its_cell(tmp_path):
+    """The real course: ensure_pte answered with the kernel's own ensure_pte."""
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    shutil.copy(ROOT / "solutions" / "03-page-tables-and-refcounts.ipynb", solutions)
+    notebook = nbformat.read(solutions / "03-page-tables-and-refcounts.ipynb", 4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "03-ensure-pte":
+            cell.source = "def ensure_pte(mm, directory, vaddr):\n" \
+                          "    return mm.ensure_pte(directory, vaddr)"
+    (tmp_path / "class" / "lazy").mkdir(parents=True)
+    nbformat.write(notebook, tmp_path / "class" / "lazy" / "03.ipynb")
+    [result] = grade_class(tmp_path / "class", tmp_path / "out", solutions=solutions,
+                           jobs=1, progress=io.StringIO())
+    verdict = result.exercises[0].verdict
+    assert result.exercises[0].grade_id == "03-ensure-pte"
+    assert verdict.status == "wrong" and "write this yourself" in verdict.output
+    assert [exercise.verdict.status for exercise in result.exercises[1:]] == ["passed", "passed"]
+    assert json.loads((tmp_path / "out" / "lazy" / "results.json").read_text())["score"] == 5
+
+
+def test_an_instructors_hidden_seeds_replace_the_public_ones(tmp_path):
+    """`--checks refimpl.grading.checks --checks hidden.py`: the hidden cases come from the
+    instructor's file, which students never have; the solutions still get full marks."""
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    shutil.copy(SOLUTIONS / "00-the-machine.ipynb", solutions)
+    hidden = tmp_path / "hidden.py"
+    hidden.write_text("from refimpl.grading.checks import common\ncommon.HIDDEN_SEED = 52_817\n")
+    isolation = [] if sandbox.unavailable() is None else ["--no-isolation"]
+    process = subprocess.run(
+        [sys.executable, "-m", "refimpl.grading", "grade", str(solutions), "--out",
+         str(tmp_path / "out"), "--solutions", str(solutions), "--checks",
+         "refimpl.grading.checks", "--checks", str(hidden), *isolation],
+        capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    expected = json.loads((tmp_path / "out" / "reference.json").read_text())["expected"]
+    cases = [case[0] for case in expected["00-walk"]]
+    assert cases[0].startswith("machine random_tiny_machine(52817), address ")
+    assert not any("(1000)" in case for case in cases)
+    assert (tmp_path / "out" / "grades.csv").read_text().endswith(",8,8\n")

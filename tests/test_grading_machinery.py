@@ -18,6 +18,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from refimpl.grading import sandbox
 from refimpl.grading.exercises import EXERCISES
 from refimpl.grading.generate import (check_exercises, generate_all, generate_exercise_notebook,
                                       generated_exercises, is_setup, notebook_bytes,
@@ -28,16 +29,22 @@ from refimpl.grading.worker import load_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(timeout=1, memory_mb=512)
-IDS = ["t1-double", "t1-quadruple", "t1-square", "t2-greet"]
+ISOLATED = sandbox.unavailable() is None
+"""As root with bubblewrap (CI): in the sandbox. Elsewhere the grader would refuse; these tests
+of its verdicts then say --no-isolation (test_grading_hostile.py tests the refusal)."""
+NO_ISOLATION = [] if ISOLATED else ["--no-isolation"]
+IDS = ["t1-double", "t1-square", "t1-quadruple", "t2-greet"]
 POINTS = {"t1-double": 2, "t1-quadruple": 1, "t1-square": 3, "t2-greet": 1}
 
 TOY_CHECKS = '''
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 
 
 def compare(function, name, expected, hidden):
     numbers = range(-3, 40 if hidden else 4)
     for x in numbers:
+        record(f"{name}({x})", function(x))
         if function(x) != expected(x):
             raise CheckFailed(f"{name}({x}) is {expected(x)}, yours gave {function(x)!r}")
     return f"{len(numbers)} numbers"
@@ -316,26 +323,26 @@ def reordered(notebooks):
 
 LOOP = "def square(x):\n    while True:\n        pass"
 STUDENTS = {
-    # name: (notebooks from the toy solutions, verdicts of t1-double, -quadruple, -square,
-    #        t2-greet)
+    # name: (notebooks from the toy solutions, verdicts of t1-double, -square, -quadruple,
+    #        t2-greet: notebook order)
     "correct": (lambda solutions, exercises: solutions, [P, P, P, P]),
     "untouched": (lambda solutions, exercises: exercises, [N, N, N, N]),
     "wrong": (lambda s, e: edited(s, {"t1-double": "def double(x):\n    return x + 2"}),
-              [W, W, P, P]),
-    "loops": (lambda s, e: edited(s, {"t1-square": LOOP}), [P, P, T, P]),
+              [W, P, W, P]),
+    "loops": (lambda s, e: edited(s, {"t1-square": LOOP}), [P, T, P, P]),
     "deaf": (lambda s, e: edited(s, {"t1-square": "import signal\nsignal.signal("
                                      "signal.SIGALRM, signal.SIG_IGN)\n" + LOOP}),
-             [P, P, T, P]),
-    "exits": (lambda s, e: edited(s, {"t1-double": "import os\nos._exit(3)"}), [C, C, P, P]),
+             [P, T, P, P]),
+    "exits": (lambda s, e: edited(s, {"t1-double": "import os\nos._exit(3)"}), [C, P, C, P]),
     "segfault": (lambda s, e: edited(s, {"t1-square": "import ctypes\nctypes.string_at(0)"}),
-                 [P, P, C, P]),
+                 [P, C, P, P]),
     "chatty": (lambda s, e: edited(s, {"t1-double": 'print("x" * 50_000_000)\n\n'
                                                     'def double(x):\n    return 2 * x'}),
                [P, P, P, P]),
     "raises": (lambda s, e: edited(s, {"t2-greet": "greeting = 'hello'\n1 / 0"}), [P, P, P, C]),
-    "deleted": (lambda s, e: edited(s, drop={"t1-square", "t1-setup-0"}), [P, P, N, P]),
+    "deleted": (lambda s, e: edited(s, drop={"t1-square", "t1-setup-0"}), [P, N, P, P]),
     "reordered": (lambda s, e: reordered(s), [P, P, P, P]),
-    "hog": (lambda s, e: edited(s, {"t1-double": "hog = bytearray(2 ** 40)"}), [C, C, P, P]),
+    "hog": (lambda s, e: edited(s, {"t1-double": "hog = bytearray(2 ** 40)"}), [C, P, C, P]),
 }
 
 
@@ -358,7 +365,7 @@ def graded(toys):
     progress = io.StringIO()
     out = toys.folder / "results"
     results = grade_class(submissions, out, solutions=toys.solutions, limits=LIMITS, jobs=2,
-                          checks=[toys.checks], progress=progress)
+                          checks=[toys.checks], progress=progress, isolated=ISOLATED)
     return SimpleNamespace(results={result.student: result for result in results}, out=out,
                            before=before, after=tree_hashes(submissions),
                            progress=progress.getvalue())
@@ -431,13 +438,20 @@ def test_the_csv_and_gradescope_results(graded):
         "tests": [
             {"name": "t1-double: Double a number", "score": 0, "max_score": 2,
              "output": "wrong: double(-3) is -6, yours gave -1"},
-            {"name": "t1-quadruple: Quadruple with double", "score": 0, "max_score": 1,
-             "output": "wrong: quadruple(-3) is -12, yours gave 1"},
             {"name": "t1-square: Square a number", "score": 3, "max_score": 3,
              "output": "passed: squares 43 numbers"},
+            {"name": "t1-quadruple: Quadruple with double", "score": 0, "max_score": 1,
+             "output": "wrong: quadruple(-3) is -12, yours gave 1"},
             {"name": "t2-greet: Greet", "score": 1, "max_score": 1, "output": "passed: greets"},
         ]}
-    assert sorted(path.name for path in graded.out.iterdir()) == sorted([*STUDENTS, "grades.csv"])
+    assert sorted(path.name for path in graded.out.iterdir()) == sorted(
+        [*STUDENTS, "grades.csv", "verdicts.csv", "reference.json"])
+    reasons = list(csv.reader((graded.out / "verdicts.csv").read_text().splitlines()))
+    assert reasons[0] == ["student", "exercise", "score", "max", "status", "reason"]
+    assert ["raises", "t2-greet", "0", "1", "crashed",
+            "crashed: ZeroDivisionError: division by zero"] in reasons
+    assert ["wrong", "t1-double", "0", "2", "wrong",
+            "wrong: double(-3) is -6, yours gave -1"] in reasons
 
 
 def test_a_progress_bar_runs_over_the_class(graded):
@@ -451,26 +465,26 @@ def test_grading_one_student_from_the_command_line(toys, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "refimpl.grading", "grade", str(toys.solutions), "--out",
          str(tmp_path), "--solutions", str(toys.solutions), "--checks", toys.checks,
-         "--timeout", "5", "--memory", "512", "--jobs", "1"],
+         "--timeout", "5", "--memory", "512", "--jobs", "1", *NO_ISOLATION],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"graded 1 student(s): mean 7.0 of 7 points; 4 passed; " \
                             f"results in {tmp_path}\n"
     assert "1/1 solutions: 7/7" in result.stderr
     assert (tmp_path / "grades.csv").read_text() == (
-        f"student,{','.join(IDS)},total,max\nsolutions,2,1,3,1,7,7\n")
+        f"student,{','.join(IDS)},total,max\nsolutions,2,3,1,1,7,7\n")
 
 
 def test_the_handed_out_exercises_score_zero_without_running_anything(toys, tmp_path):
     [result] = grade_class(toys.exercises, tmp_path, solutions=toys.solutions,
-                           checks=[toys.checks], progress=io.StringIO())
+                           checks=[toys.checks], progress=io.StringIO(), isolated=ISOLATED)
     assert result.score == 0 and result.max_score == 7
 
 
 def test_results_are_never_written_inside_the_submissions(toys):
     with pytest.raises(ValueError, match="never written to"):
         grade_class(toys.exercises, toys.exercises / "results", solutions=toys.solutions,
-                    checks=[toys.checks], progress=io.StringIO())
+                    checks=[toys.checks], progress=io.StringIO(), isolated=ISOLATED)
 
 
 def test_answers_are_found_by_grade_id_in_any_notebook(toys, tmp_path):
@@ -487,12 +501,14 @@ def test_answers_are_found_by_grade_id_in_any_notebook(toys, tmp_path):
     (tmp_path / ".ipynb_checkpoints" / "a-checkpoint.ipynb").write_text("{not json")
     stubs = {step.grade_id: step.source for steps in read_reference(toys.solutions)
              .notebooks.values() for step in steps if step.kind == "answer"}
-    answers, notes = collect_answers(tmp_path, stubs)
+    submission = collect_answers(tmp_path, stubs)
+    answers, notes = submission.answers, submission.notes
     assert answers["t1-square"] == "def square(x):\n    return x ** 2"
     assert answers["t1-double"] == "def double(x):\n    return x + x"
     assert answers["t1-quadruple"] == "def quadruple(x):\n    raise NotImplementedError()"
     assert "t2-greet" not in answers
     assert notes[0].startswith("could not read broken.ipynb: Expecting property name")
+    assert submission.unreadable["broken.ipynb"].startswith("broken.ipynb could not be read")
     assert notes[1:] == ["2 different cells have grade_id t1-square: graded the last one, in "
                          "b-copy.ipynb"]
 
@@ -503,12 +519,12 @@ SQUARE = Step("exercise", "t1-square", "def square(x):\n    return x * x")
 
 def test_a_failing_set_up_fails_the_exercises_after_it(toys):
     verdicts = run_steps([Step("setup", "s", "import no_such_module"), DOUBLE], LIMITS,
-                         [toys.checks])
+                         [toys.checks], ISOLATED)
     assert verdicts == {"t1-double": Verdict("crashed", "crashed: the set-up cell s failed: "
                                              "ModuleNotFoundError: No module named "
                                              "'no_such_module'")}
     verdicts = run_steps([DOUBLE, Step("setup", "s", "import os\nos._exit(5)"), SQUARE], LIMITS,
-                         [toys.checks])
+                         [toys.checks], ISOLATED)
     assert verdicts == {
         "t1-double": Verdict("passed", "passed: doubles 43 numbers"),
         "t1-square": Verdict("crashed", "crashed: during the set-up cell s, the kernel process "
@@ -516,9 +532,100 @@ def test_a_failing_set_up_fails_the_exercises_after_it(toys):
 
 
 def test_a_kernel_process_that_cannot_start_fails_every_exercise():
-    verdicts = run_steps([DOUBLE, SQUARE], LIMITS, ["no_such_checks_module"])
+    verdicts = run_steps([DOUBLE, SQUARE], LIMITS, ["no_such_checks_module"], ISOLATED)
     for verdict in verdicts.values():
         assert verdict.output.startswith("crashed: during the kernel process's start-up, the "
                                          "kernel process exited with status 1\n")
         assert verdict.output.endswith("No module named 'no_such_checks_module'")
     assert list(verdicts) == ["t1-double", "t1-square"]
+
+
+# The instructor's workflow ---------------------------------------------------------------------
+
+def test_release_writes_the_exercises_in_nbgraders_layout(toys, tmp_path):
+    from refimpl.grading.instructor import release
+    written = release(tmp_path, toys.solutions)
+    assert [str(path.relative_to(tmp_path)) for path in written] == [
+        "release/t1-numbers/t1-numbers.ipynb", "release/t2-words/t2-words.ipynb"]
+    for path in written:
+        assert path.read_bytes() == (toys.exercises / path.name).read_bytes()
+        assert "BEGIN SOLUTION" not in path.read_text()
+
+
+def test_practice_never_shows_a_hidden_case():
+    from refimpl.grading import practice
+    from refimpl.grading.checks.common import HIDDEN_SEED
+    assert "answer" in repr(practice("00-walk", 7))
+    with pytest.raises(ValueError, match="hidden cases"):
+        practice("00-walk", HIDDEN_SEED + 3)
+
+
+def test_the_gradescope_bundle_in_a_rehearsal_of_gradescopes_folders(toys, tmp_path):
+    """The zip unpacked into a stand-in for /autograder/source, one student's notebooks (in a
+    subfolder, as uploaded) in submission/, run_autograder run: results/results.json."""
+    import zipfile
+
+    from refimpl.grading.instructor import gradescope_bundle
+    bundle = gradescope_bundle(tmp_path / "autograder.zip", toys.solutions, [toys.checks],
+                               isolated=ISOLATED)
+    autograder = tmp_path / "autograder"
+    with zipfile.ZipFile(bundle) as archive:
+        names = archive.namelist()
+        archive.extractall(autograder / "source")
+    assert {"setup.sh", "run_autograder", "pyproject.toml", "refimpl/grading/grader.py",
+            "solutions/t1-numbers.ipynb", "checks/toy_checks.py"} <= set(names)
+    assert not any(name.startswith(("exercises/", "tests/", ".venv")) for name in names)
+    solutions = {path.name: nbformat.read(path, as_version=4)
+                 for path in sorted(toys.solutions.glob("*.ipynb"))}
+    wrong = edited(solutions, {"t1-double": "def double(x):\n    return x + 2"})
+    write_notebooks(autograder / "submission" / "my work", wrong)
+    (autograder / "results").mkdir()
+    env = dict(os.environ, AUTOGRADER=str(autograder), PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(autograder / "source" / "run_autograder")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((autograder / "results" / "results.json").read_text())
+    assert results["score"] == 4
+    assert [test["score"] for test in results["tests"]] == [0, 3, 0, 1]
+    assert results["tests"][0]["output"] == "wrong: double(-3) is -6, yours gave -1"
+
+
+# The trust split --------------------------------------------------------------------------------
+
+def test_a_claimed_pass_stands_only_with_the_solutions_record_exactly():
+    from refimpl.grading.grader import judge
+    expected = [["f(1)", 2], ["f(2)", [4, True]]]
+    claim = Verdict("passed", "passed: 2 cases", (["f(1)", 2], ["f(2)", [4, True]]))
+    assert judge("x", claim, expected) == claim
+    for record, shown in [((["f(1)", 2], ["f(2)", [4, 1]]), "[[4, 1]]"),
+                          ((["f(1)", 2], ["f(2)", [4.0, True]]), "[[4.0, true]]"),
+                          ((["f(1)", 2],), "nothing")]:
+        verdict = judge("x", Verdict("passed", "passed", record), expected)
+        assert verdict.output == f"wrong: f(2): the grader expected [[4, true]], your answer " \
+                                 f"gave {shown}"
+    longer = judge("x", Verdict("passed", "passed", (*claim.record, ["f(3)", 6])), expected)
+    assert longer.output == "wrong: your answer was checked on 3 cases, the grader's hidden " \
+                            "checks have 2"
+    crashed = Verdict("crashed", "crashed: ValueError", ())
+    assert judge("x", crashed, expected) is crashed
+
+
+@pytest.mark.parametrize("line, expected, current, steps, accepted", [
+    (b'{"start": 0}', 0, None, 2, True),
+    (b'{"start": 0}', 0, 0, 2, False),           # a step starts once: no keep-alive
+    (b'{"start": 1}', 0, None, 2, False),        # in order
+    (b'{"done": 0, "status": "passed", "output": "", "defined": true}', 0, 0, 2, True),
+    (b'{"done": 0, "status": "passed", "output": "", "defined": 1}', 0, 0, 2, False),
+    (b'{"done": 1, "status": "passed", "output": "", "defined": true}', 0, 0, 2, False),
+    (b'{"finished": true}', 1, 0, 2, False),     # not before every step is done
+    (b'{"finished": true}', 2, 1, 2, True),
+    (b'[]', 0, None, 2, False),
+    (b'still here', 0, None, 2, False),
+])
+def test_the_result_pipe_is_a_strict_protocol(line, expected, current, steps, accepted):
+    from refimpl.grading.kernel import ProtocolError, _message
+    if accepted:
+        assert isinstance(_message(line, expected, current, steps), dict)
+    else:
+        with pytest.raises(ProtocolError):
+            _message(line, expected, current, steps)

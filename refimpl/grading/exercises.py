@@ -27,15 +27,18 @@ class Exercise:
     names: tuple[str, ...]
     check: Callable[..., str]
     """check(*definitions, hidden=False) -> a line of success feedback; raises CheckFailed."""
+    forbids: tuple[str, ...] = ()
+    """Dotted paths of the reference functions this exercise asks the learner to write: the
+    autograder makes them raise "write this yourself" in the learner's answer cell."""
 
 
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(grade_id: str, title: str, points: int, *names: str):
+def exercise(grade_id: str, title: str, points: int, *names: str, forbids: tuple[str, ...] = ()):
     """Register the decorated check function as the check of exercise `grade_id`."""
     def register(check: Callable[..., str]) -> Callable[..., str]:
-        EXERCISES[grade_id] = Exercise(grade_id, title, points, names, check)
+        EXERCISES[grade_id] = Exercise(grade_id, title, points, names, check, tuple(forbids))
         return check
     return register
 

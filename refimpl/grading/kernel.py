@@ -1,9 +1,11 @@
 """Running a learner's cells in kernel processes, with a time and a memory limit.
 
-One notebook, one process (`worker.py`): the reference set-up cells and the learner's answers
-run in the notebook's order in one namespace, as in Jupyter, and each exercise gets a verdict.
-The process limits its own address space and interrupts a step that overruns the time limit; the
-parent kills it (with everything it started) when it dies, or overruns the limit by GRACE.
+One notebook, one process (`worker.py`), isolated by `sandbox.py`: the reference set-up cells
+and the learner's cells run in the notebook's order in one namespace, as in Jupyter, and each
+exercise comes back as a claimed status, feedback and a record of plain data (the grader
+decides the verdict from them, `grader.py`). The process interrupts a step that overruns the
+time limit; the parent, on its own clock, kills it (with everything it started) when it dies,
+breaks the protocol, or overruns the limit by GRACE.
 A fresh process then carries on with the remaining exercises, after replaying the learner's
 earlier cells that ran fine, so a crash or a hang costs one exercise, not the notebook.
 """
@@ -19,9 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from refimpl.grading import sandbox
+
+
+def checks_payload(specs: list) -> list:
+    """The checks as the grader sends them: .py files as their text, modules by name (the
+    worker imports the modules and runs the texts)."""
+    return [{"name": f"_grading_checks_{Path(spec).stem}",
+             "source": Path(spec).read_text(encoding="utf-8")}
+            if isinstance(spec, str) and spec.endswith(".py") else spec for spec in specs]
+
 
 STARTUP = 60.0
 """Seconds a process has to start and import the checks (trusted code, so only a backstop)."""
@@ -29,6 +42,8 @@ GRACE = 2.0
 """Seconds past the time limit before the parent kills a step its process could not interrupt."""
 TAIL = 4096
 """Bytes of a process's own stdout and stderr kept to explain how it died."""
+MAX_RESULT_BYTES = 8 * 2**20
+"""Bytes a process may send on the result pipe; past that it is killed."""
 
 
 @dataclass(frozen=True)
@@ -56,20 +71,28 @@ class Verdict:
     """"passed", "not attempted", "wrong", "crashed" or "timed out"."""
     output: str
     """The feedback, starting with the status."""
+    record: tuple = field(default=(), compare=False)
+    """What the check observed of the learner's answers, as plain data (JSON)."""
 
 
-def run_steps(steps: Sequence[Step], limits: Limits, checks: Sequence[str]
+_UIDS = sandbox.Uids()
+
+
+def run_steps(steps: Sequence[Step], limits: Limits, checks: Sequence, isolated: bool = True
               ) -> dict[str, Verdict]:
-    """A verdict for every exercise step, using as many processes as crashes require."""
-    return _NotebookGrading(steps, limits, checks).grade()
+    """A verdict for every exercise step, using as many processes as crashes require.
+    `checks`: what `worker.load_checks` takes (the grader sends sources, `grader.py`)."""
+    return _NotebookGrading(steps, limits, checks, isolated).grade()
 
 
 class _NotebookGrading:
     """One notebook's steps, the verdicts so far, and which steps ran without an error
     (`ran[i]`), across the processes it takes."""
 
-    def __init__(self, steps: Sequence[Step], limits: Limits, checks: Sequence[str]) -> None:
-        self.steps, self.limits, self.checks = steps, limits, list(checks)
+    def __init__(self, steps: Sequence[Step], limits: Limits, checks: Sequence,
+                 isolated: bool) -> None:
+        self.steps, self.limits, self.checks = steps, limits, checks_payload(list(checks))
+        self.isolated = isolated
         self.verdicts: dict[str, Verdict] = {}
         self.ran: dict[int, bool] = {}
 
@@ -94,20 +117,25 @@ class _NotebookGrading:
             index, step = todo[message["done"]]
             self.ran[index] = message["defined"]
             if step.kind == "exercise":
-                self.verdicts[step.grade_id] = Verdict(message["status"], message["output"])
+                self.verdicts[step.grade_id] = Verdict(message["status"], message["output"],
+                                                       tuple(message.get("record", ())))
 
         limits = self.limits
         job = {"checks": self.checks, "timeout": limits.timeout, "memory_mb": limits.memory_mb,
                "output_chars": limits.output_chars, "steps": [asdict(step) for _, step in todo]}
         with tempfile.TemporaryDirectory(prefix="refimpl-grade-") as folder:
-            kernel = _KernelProcess(Path(folder), job)
+            kernel = _KernelProcess(Path(folder), job, self.isolated)
+            ending = ("", "overran")
             try:
-                ending = kernel.follow(limits.timeout, on_done)
+                ending = kernel.follow(len(todo), limits.timeout, on_done)
             finally:
-                returncode = kernel.stop()
+                returncode = kernel.stop(patient=ending is None or ending[1] == "died")
         if ending is not None:
-            position, overran = ending
-            self._blame(todo, position, "" if overran else _death(returncode, kernel.tail))
+            position, why = ending
+            death = {"overran": "", "died": _death(returncode, kernel.tail),
+                     "protocol": "the kernel process broke the grading protocol (something "
+                                 "wrote to its result pipe)"}[why]
+            self._blame(todo, position, death)
 
     def _blame(self, todo: list[tuple[int, Step]], position: int | None, death: str) -> None:
         """Give the exercise the process was on (`position`) its verdict: it overran, or died
@@ -154,38 +182,59 @@ def _death(returncode: int, tail: bytes) -> str:
 
 
 def _environment() -> dict[str, str]:
-    """The parent's environment, plus: this package importable from the process's empty
-    folder, a fixed hash seed (the same set order, so the same grade, on every run), no GUI
-    backend and single-threaded numeric libraries (each thread would reserve address space)."""
+    """Without isolation: the parent's environment, plus the box's settings (the package
+    importable, a fixed hash seed, no GUI backend, single-threaded numeric libraries)."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    env.update(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    box = sandbox.environment()
+    env.update({name: box[name] for name in ("PYTHONHASHSEED", "MPLBACKEND", "OMP_NUM_THREADS",
+                                             "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [box["PYTHONPATH"], env.get("PYTHONPATH")]))
     return env
 
 
-class _KernelProcess:
-    """One worker process in its own session and an empty folder, and the pipes it talks on."""
+class ProtocolError(Exception):
+    """What came back on the result pipe is not what the worker sends: the learner's code
+    wrote to it, or sent too much."""
 
-    def __init__(self, folder: Path, job: dict) -> None:
+
+class _KernelProcess:
+    """One worker process, in the sandbox (or, without isolation, in its own session), and
+    the pipes it talks on. The job goes in on stdin from a file only the grader can see."""
+
+    def __init__(self, folder: Path, job: dict, isolated: bool) -> None:
         job_path = folder / "job.json"
         job_path.write_text(json.dumps(job), encoding="utf-8")
         self.results, write_end = os.pipe()
+        self.isolated, self.uid = isolated, None
+        argv = [sys.executable, "-m", "refimpl.grading.worker", str(write_end)]
+        options: dict = dict(env=_environment(), start_new_session=True, cwd=folder)
+        if isolated:
+            self.uid = _UIDS.take()
+            steps = len(job["steps"])
+            cpu = int(STARTUP + steps * (job["timeout"] + GRACE)) + 1
+            argv = sandbox.command(argv, sandbox.HardLimits(cpu, job["memory_mb"]), self.uid)
+            options = dict(env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                           start_new_session=True, cwd="/")
         try:
             with job_path.open("rb") as stdin:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "refimpl.grading.worker", str(write_end)],
-                    stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=folder,
-                    env=_environment(), pass_fds=(write_end,), start_new_session=True)
+                self.process = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, pass_fds=(write_end,),
+                                                **options)
+        except BaseException:
+            self._give_back_uid()
+            raise
         finally:
             os.close(write_end)
         self.tail = b""
+        self.received = 0
 
-    def follow(self, timeout: float, on_done: Callable[[dict], None]
-               ) -> tuple[int | None, bool] | None:
-        """Pass each finished step to `on_done` until the process finishes (None), dies or
-        overruns: then (the position of the step it was in, or None; whether it overran)."""
+    def follow(self, steps: int, timeout: float, on_done: Callable[[dict], None]
+               ) -> tuple[int | None, str] | None:
+        """Pass each finished step to `on_done` until the process finishes (None), or else
+        (the position of the step it was in, or None; why it ended: "overran", "died" or
+        "protocol"). The grader's own clock decides: the start-up gets STARTUP seconds, and
+        step i `timeout` + GRACE from its start; a message never moves a deadline further."""
+        expected = 0
         with selectors.DefaultSelector() as selector:
             selector.register(self.results, selectors.EVENT_READ)
             selector.register(self.process.stdout, selectors.EVENT_READ)
@@ -200,34 +249,51 @@ class _KernelProcess:
                             selector.unregister(key.fileobj)
                         continue
                     if not data:
-                        return current, False
+                        return current, "died"
+                    self.received += len(data)
+                    if self.received > MAX_RESULT_BYTES:
+                        return current, "protocol"
                     *lines, pending = (pending + data).split(b"\n")
                     for line in lines:
                         try:
-                            message = json.loads(line)
-                        except ValueError:  # the learner's code wrote to our pipe
-                            return current, False
-                        if message.get("finished"):
+                            message = _message(line, expected, current, steps)
+                        except ProtocolError:
+                            return current, "protocol"
+                        if "finished" in message:
                             return None
-                        current = message.get("start")
-                        if "done" in message:
+                        if "start" in message:
+                            current = message["start"]
+                            deadline = time.monotonic() + timeout + GRACE
+                        else:
                             on_done(message)
-                        deadline = time.monotonic() + timeout + GRACE
-            return current, True
+                            expected += 1
+            return current, "overran"
 
     def _keep(self, data: bytes) -> None:
         self.tail = (self.tail + data)[-TAIL:]
 
-    def stop(self) -> int:
+    def stop(self, patient: bool) -> int:
         """Kill the process and anything it started; its exit status (the real one if it had
-        already died)."""
+        already died, or ends within a moment when `patient`), as a negative signal number
+        when a signal killed it."""
+        if patient:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(1.0)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         returncode = self.process.wait()
         self._drain()
         os.close(self.results)
         self.process.stdout.close()
+        self._give_back_uid()
+        if self.isolated and returncode > 128:  # bwrap reports a signal as 128 + its number
+            return 128 - returncode
         return returncode
+
+    def _give_back_uid(self) -> None:
+        if self.uid is not None:
+            _UIDS.give_back(self.uid)
+            self.uid = None
 
     def _drain(self, seconds: float = 1.0) -> None:
         """Read what is left of the process's output (a faulthandler dump), for a moment at most:
@@ -240,3 +306,25 @@ class _KernelProcess:
                 if not data:
                     return
                 self._keep(data)
+
+
+def _message(line: bytes, expected: int, current: int | None, steps: int) -> dict:
+    """One message of the worker, checked against what may come next: `{"start": i}` for the
+    next step, its `{"done": i, ...}`, or `{"finished": true}` once every step is done."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise ProtocolError() from None
+    if not isinstance(message, dict):
+        raise ProtocolError()
+    if message == {"finished": True} and expected == steps:
+        return message
+    if set(message) == {"start"} and message["start"] == expected and current != expected \
+            and type(message["start"]) is int:
+        return message
+    if (message.get("done") == expected == current and type(message["done"]) is int
+            and type(message.get("status")) is str and type(message.get("output")) is str
+            and type(message.get("defined")) is bool
+            and type(message.get("record", [])) is list):
+        return message
+    raise ProtocolError()

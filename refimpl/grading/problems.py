@@ -205,7 +205,12 @@ def _region_tree_first_fit(seed: int, rng: random.Random) -> Practice:
 
 
 def practice(grade_id: str, seed: int) -> Practice:
-    """A fresh instance of an exercise's problem, for practice."""
+    """A fresh instance of an exercise's problem, for practice (never one of the hidden
+    cases the autograder uses)."""
+    from refimpl.grading.checks.common import HIDDEN_SEED
+    if HIDDEN_SEED <= seed < HIDDEN_SEED + 1000:
+        raise ValueError(f"seeds {HIDDEN_SEED} to {HIDDEN_SEED + 999} are the autograder's "
+                         f"hidden cases; practise with any other seed")
     rng = random.Random(seed)
     makers = {"00-split-address": lambda: _split_address(rng),
               "00-decode-entry": lambda: _decode_entry(rng),

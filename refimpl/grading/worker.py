@@ -2,18 +2,22 @@
 
 `kernel.py` starts it as `python -m refimpl.grading.worker RESULT_FD` in a fresh session and an
 empty temporary folder, and writes one JSON job to its stdin:
-`{"checks": [...], "timeout": s, "memory_mb": n, "output_chars": n, "steps": [...]}`, each step
+`{"checks": [...], "timeout": s, "memory_mb": n, "output_chars": n, "steps": [...]}`, each check
+a module name or `{"name": ..., "source": ...}`, each step
 `{"kind": "setup" | "run" | "exercise", "grade_id": ..., "source": ...}`. All steps share one
 namespace, as the cells of a notebook do. It answers on RESULT_FD, one JSON line per message:
-`{"start": i}` before step i, `{"done": i, "status": ..., "output": ..., "defined": bool}` after
-it, `{"finished": true}` at the end. Its own stdout and stderr are the parent's to drain: only
-output below Python (C code, `os.write`, a faulthandler dump) reaches them.
+`{"start": i}` before step i, `{"done": i, "status": ..., "output": ..., "defined": bool,
+"record": [...]}` after it, `{"finished": true}` at the end. Everything it sends is a claim the
+learner's code could have forged; the grader judges (`grader.py`, `transcript.py`). Its own
+stdout and stderr are the parent's to drain: only output below Python (C code, `os.write`, a
+faulthandler dump) reaches them.
 """
 
 from __future__ import annotations
 
 import builtins
 import faulthandler
+import functools
 import importlib
 import importlib.util
 import io
@@ -24,8 +28,10 @@ import resource
 import signal
 import sys
 import traceback
+import types
 from pathlib import Path
 
+from refimpl.grading import transcript
 from refimpl.grading.exercises import EXERCISES, CheckFailed
 
 
@@ -34,10 +40,16 @@ class GradingTimeout(BaseException):
     loop does not swallow it (one that catches everything is killed by the parent instead)."""
 
 
-def load_checks(specs: list[str]) -> None:
-    """Import the modules that register exercises: dotted names, or paths of .py files."""
+def load_checks(specs: list) -> None:
+    """Import the modules that register exercises: dotted names, paths of .py files, or
+    `{"name": ..., "source": ...}` (a file's text, sent to a process that cannot read it)."""
     for spec in specs:
-        if spec.endswith(".py"):
+        if isinstance(spec, dict):
+            module = types.ModuleType(spec["name"])
+            module.__file__ = f"<checks {spec['name']}>"
+            sys.modules[spec["name"]] = module
+            exec(compile(spec["source"], module.__file__, "exec"), module.__dict__)
+        elif spec.endswith(".py"):
             path = Path(spec).resolve()
             name = f"_grading_checks_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(name, path)
@@ -46,6 +58,45 @@ def load_checks(specs: list[str]) -> None:
             module_spec.loader.exec_module(module)
         else:
             importlib.import_module(spec)
+
+
+def _resolve(dotted: str) -> tuple[object, str]:
+    """(the object holding it, attribute name) of a dotted path such as
+    `refimpl.kernel.memory_manager.MemoryManager.ensure_pte`."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            holder = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:-1]:
+            holder = getattr(holder, part)
+        return holder, parts[-1]
+    raise ImportError(f"cannot find {dotted}")
+
+
+def forbid_references(grade_ids: list[str]) -> None:
+    """The policy: in the learner's answer cell for an exercise, the reference function that
+    exercise asks for (its `forbids`) raises "write this yourself"; the checks, the set-up
+    and the rest of the kernel still use it. A nudge that says what is expected, not a
+    security boundary: the grader compares answers, whatever computed them."""
+    for grade_id in grade_ids:
+        exercise = EXERCISES.get(grade_id)
+        for dotted in getattr(exercise, "forbids", ()):
+            holder, name = _resolve(dotted)
+            original = holder.__dict__[name] if isinstance(holder, type) else getattr(holder, name)
+            setattr(holder, name, _forbidden(original, dotted, f"<cell {grade_id}>"))
+
+
+def _forbidden(original, dotted: str, cell: str):
+    @functools.wraps(original)
+    def guarded(*args, **kwargs):
+        if sys._getframe(1).f_code.co_filename == cell:
+            raise RuntimeError(f"write this yourself: this exercise asks you to write "
+                               f"{dotted.rsplit('.', 2)[-2]}.{dotted.rsplit('.', 1)[-1]}, "
+                               f"so the reference one is not available in its cell")
+        return original(*args, **kwargs)
+    return guarded
 
 
 class _Capture(io.TextIOBase):
@@ -163,6 +214,7 @@ class _Notebook:
     def _check(self, grade_id: str) -> tuple[str, str]:
         exercise = EXERCISES[grade_id]
         missing = [name for name in exercise.names if name not in self.namespace]
+        transcript.take()
         if missing:
             return "wrong", f"wrong: your cell does not define {', '.join(missing)}"
         try:
@@ -208,10 +260,14 @@ def main(argv: list[str]) -> None:
     _limit_memory(job["memory_mb"])
     faulthandler.enable(file=sys.__stderr__)
     load_checks(job["checks"])
+    transcript.start()
+    forbid_references([step["grade_id"] for step in job["steps"] if step["kind"] == "exercise"])
     notebook = _Notebook(job)
     for position, step in enumerate(job["steps"]):
         _send(result_fd, {"start": position})
         result = notebook.step(step["kind"], step["grade_id"], step["source"])
+        if step["kind"] == "exercise":
+            result["record"] = transcript.take()
         _send(result_fd, {"done": position, **result})
     _send(result_fd, {"finished": True})
     # without waiting for threads a learner's code may have left running

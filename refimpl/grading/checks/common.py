@@ -43,6 +43,14 @@ def describe_format(fmt) -> str:
             f"bits, {fmt.page_size}-byte pages)")
 
 
+def range_values(value):
+    """A range the learner returned, as the plain [base, size] the grader records (None stays
+    None): a VirtualRange object itself would record as its type alone."""
+    if value is None:
+        return None
+    return [getattr(value, "base", None), getattr(value, "size", None)]
+
+
 def passed(count: int, what: str) -> str:
     return f"passed: {count} {what}"
 

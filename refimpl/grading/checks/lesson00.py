@@ -5,6 +5,7 @@ from __future__ import annotations
 from refimpl.grading.checks.common import (call, describe_format, format_cases, passed, seeds,
                                            shown)
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.grading.problems import random_address, random_entry, random_tiny_machine
 from refimpl.hw import PTEFlags, level_name
 
@@ -16,6 +17,7 @@ def check_split_address(split_address, hidden=False):
         address = random_address(fmt, rng)
         case = f"{address:#x} in {describe_format(fmt)}"
         indices, offset = call(split_address, fmt, address, case=case)
+        record(case, list(indices), offset)
         for level, wanted in enumerate(fmt.indices(address)):
             if level >= len(indices) or indices[level] != wanted:
                 got = shown(indices[level], "d") if level < len(indices) else "nothing"
@@ -39,6 +41,8 @@ def check_decode_entry(decode_entry, hidden=False):
         case = f"entry {entry:#x} in {describe_format(fmt)}"
         present, frame, flags = call(decode_entry, fmt, entry, case=case)
         wanted_flags = fmt.decode_flags(entry)
+        record(case, bool(present), frame, [bool(flag & flags) for flag in PTEFlags
+                                            if flag is not PTEFlags.PRESENT and fmt.has(flag)])
         if bool(present) != bool(wanted_flags & PTEFlags.PRESENT):
             raise CheckFailed(f"{case}: present is bit {fmt.present_bit}, which is "
                               f"{entry >> fmt.present_bit & 1}; you said {present}")
@@ -64,6 +68,7 @@ def check_walk(walk, hidden=False):
         for address, wanted in problem.answer().items():
             case = f"machine random_tiny_machine({seed}), address {address:#05x}"
             got = call(walk, problem.machine.memory, problem.cr3, address, case=case)
+            record(case, got)
             if got != wanted:
                 expected = "a fault (None)" if wanted is None else f"{wanted:#x}"
                 raise CheckFailed(f"{case}: expected {expected}, got {shown(got)}")
@@ -78,6 +83,7 @@ def check_error_code(page_fault_error_code, hidden=False):
         flags = {name: bool(combination >> i & 1) for i, (name, _) in enumerate(bits)}
         wanted = sum(value for i, (_, value) in enumerate(bits) if combination >> i & 1)
         got = call(page_fault_error_code, *flags.values(), case=str(flags))
+        record(str(flags), got)
         if got != wanted:
             raise CheckFailed(f"{flags}: the error code is {wanted:#07b}, you gave "
                               f"{shown(got, '#07b')}")

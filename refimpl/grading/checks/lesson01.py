@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 from refimpl.ak import MUST
-from refimpl.grading.checks.common import call, fresh_kernel, passed, seeds
+from refimpl.grading.checks.common import call, fresh_kernel, passed, range_values, seeds
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.grading.problems import random_free_ranges
 from refimpl.kernel import VirtualRange, VirtualRangeAllocator
 from refimpl.kernel.address import PAGE_SIZE
@@ -19,13 +20,15 @@ def _random_carve(rng: random.Random) -> tuple[VirtualRange, VirtualRange]:
     return whole, VirtualRange(whole.base + first * PAGE_SIZE, count * PAGE_SIZE)
 
 
-@exercise("01-carve", "Carve a range out of another", 2, "carve")
+@exercise("01-carve", "Carve a range out of another", 2, "carve",
+          forbids=("refimpl.kernel.virtual_range.VirtualRange.carve",))
 def check_carve(carve, hidden=False):
     for seed in seeds(hidden, visible=30, hidden_count=200):
         whole, taken = _random_carve(random.Random(seed))
         case = f"carve({whole}, {taken})"
         got = [VirtualRange(r.base, r.size) for r in call(carve, whole, taken, case=case)]
         wanted = whole.carve(taken)
+        record(case, [[r.base, r.size] for r in got])
         if got != wanted:
             raise CheckFailed(f"{case}: expected [{', '.join(map(str, wanted))}], "
                               f"got [{', '.join(map(str, got))}]")
@@ -52,6 +55,7 @@ def check_rename(rename_whole_identifiers, hidden=False):
         texts.append(" ".join(rng.choice(words) for _ in range(8)))
     for text in texts:
         got = call(rename_whole_identifiers, text, dict(RENAMES), case=repr(text))
+        record(repr(text), got)
         wanted = reference(text, RENAMES)
         if got != wanted:
             for got_word, wanted_word in zip(got.split(), wanted.split()):
@@ -75,7 +79,8 @@ def first_fit_with_guard_pages(free_ranges: list[VirtualRange], size: int,
 
 
 @exercise("01-first-fit", "Choose a range the way VirtualRangeAllocator did", 3,
-          "allocate_anywhere")
+          "allocate_anywhere", forbids=("refimpl.kernel.virtual_range_allocator."
+                                        "VirtualRangeAllocator.try_allocate_anywhere",))
 def check_first_fit(allocate_anywhere, hidden=False):
     for seed in seeds(hidden, visible=20, hidden_count=80):
         free, size, alignment = random_free_ranges(seed)
@@ -85,4 +90,5 @@ def check_first_fit(allocate_anywhere, hidden=False):
         wanted = first_fit_with_guard_pages(free, size, alignment)
         if got != wanted:
             raise CheckFailed(f"{case}: expected {wanted}, got {got}")
+        record(case, range_values(got))
     return passed(len(seeds(hidden, 20, 80)), "requests")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from refimpl.ak import MUST, Errno, Error, ErrorOr
 from refimpl.grading.checks.common import call, expect_error, expect_value, fresh_kernel, passed
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.history.kresult import KResult
 from refimpl.kernel import AddressSpace, AllocationKind, Region
 from refimpl.kernel.address import PAGE_SIZE
@@ -21,6 +22,7 @@ def check_kresult_to_error(error_from_kresult, hidden=False):
         if not isinstance(got, Error) or got != Error.from_errno(errno):
             raise CheckFailed(f"KResult({errno.name}) holds {-errno}: expected "
                               f"Error.from_errno({errno.name}), got {got!r}")
+        record(errno.name, type(got).__name__, got.code())
     return passed(len(ERRNOS), "errnos")
 
 
@@ -31,8 +33,10 @@ def check_try(allocate_read_only, hidden=False):
                                 case="allocate_read_only(space, 3 pages)"), "3 pages")
     if region.access != Region.Access.READ or region.size() != 3 * PAGE_SIZE:
         raise CheckFailed(f"expected a 3-page read-only region, got {region!r}")
+    record("3 pages", type(region).__name__, region.access, region.size())
     zero = call(allocate_read_only, space, 0, case="allocate_read_only(space, 0)")
     expect_error(zero, Errno.EINVAL, "size 0")
+    record("size 0", zero.error().code())
     failures = range(1, 4) if not hidden else range(1, 6)
     for n in failures:
         kernel = fresh_kernel()
@@ -43,6 +47,8 @@ def check_try(allocate_read_only, hidden=False):
         if kernel.allocations.is_armed(AllocationKind.KMALLOC):
             break
         expect_error(result, Errno.ENOMEM, f"kmalloc #{n} failing")
+        record(f"kmalloc #{n} failing", result.error().code(),
+               KernelSnapshot.take(kernel, (space,)).differences(before))
         if KernelSnapshot.take(kernel, (space,)).differences(before):
             raise CheckFailed(f"kmalloc #{n} failing: the address space changed although the "
                               f"call failed")
@@ -60,4 +66,5 @@ def check_return_value(syscall_return_value, hidden=False):
         got = call(syscall_return_value, result, case=repr(result))
         if got != wanted:
             raise CheckFailed(f"{result!r}: user space must see {wanted}, you return {got}")
+        record(repr(result), got)
     return passed(len(cases), "results")

@@ -8,6 +8,7 @@ from refimpl.ak import MUST, Errno
 from refimpl.grading.checks.common import (call, expect_error, expect_value, fresh_kernel,
                                            passed, seeds)
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.history.page_table_map import MemoryManagerWithPageTableMap, prepare_reentrancy
 from refimpl.hw import PTEFlags
 from refimpl.kernel import AllocationKind, MemoryManager, PageDirectory, PagePurpose
@@ -20,7 +21,8 @@ def _addresses(rng: random.Random, count: int) -> list[int]:
     return [rng.choice(tables) + rng.randrange(512) * PAGE_SIZE for _ in range(count)]
 
 
-@exercise("03-ensure-pte", "Write ensure_pte: the PDE owns the page table", 4, "ensure_pte")
+@exercise("03-ensure-pte", "Write ensure_pte: the PDE owns the page table", 4, "ensure_pte",
+          forbids=("refimpl.kernel.memory_manager.MemoryManager.ensure_pte",))
 def check_ensure_pte(ensure_pte, hidden=False):
     for seed in seeds(hidden, visible=3, hidden_count=8):
         rng = random.Random(seed)
@@ -41,6 +43,8 @@ def check_ensure_pte(ensure_pte, hidden=False):
                 raise CheckFailed(f"{case}: ensure_pte must not kmalloc; it did from "
                                   f"{' > '.join(heap[0].call_chain[-3:])}")
             _check_refcounts(mm, case)
+            record(case, pte.address, len(heap), mm.free_physical_pages(),
+                   len(directory.page_table_addresses()))
         _check_ensure_pte_failure(ensure_pte, seed)
     return passed(len(seeds(hidden, 3, 8)) * 6, "calls on fresh kernels, and out of memory")
 
@@ -62,9 +66,11 @@ def _check_ensure_pte_failure(ensure_pte, seed: int) -> None:
     differences = KernelSnapshot.take(mm).differences(before)
     if differences:
         raise CheckFailed(f"{case}: the call failed but changed {', '.join(differences)}")
+    record(case, result.error().code(), differences)
 
 
-@exercise("03-release-pte", "Write release_pte: unref, then clear the PDE", 3, "release_pte")
+@exercise("03-release-pte", "Write release_pte: unref, then clear the PDE", 3, "release_pte",
+          forbids=("refimpl.kernel.memory_manager.MemoryManager.release_pte",))
 def check_release_pte(release_pte, hidden=False):
     for seed in seeds(hidden, visible=3, hidden_count=8):
         rng = random.Random(seed)
@@ -87,6 +93,8 @@ def check_release_pte(release_pte, hidden=False):
             if pte is not None and pte.raw():
                 raise CheckFailed(f"{case}: the PTE is still {pte.describe()}")
             _check_refcounts(mm, case)
+            record(case, None if pte is None else pte.raw(), mm.free_physical_pages(),
+                   len(directory.page_table_addresses()))
             pages.pop(address).unref()
         left = directory.page_table_addresses()
         if left:
@@ -137,4 +145,5 @@ def check_find_reentrancy(find_reentrancy, hidden=False):
             event = events[wanted]
             raise CheckFailed(f"reentrancy_events({seed}): the window moves at step {wanted} "
                               f"({event.kind} {event.function}: {event.probe}), you said {got}")
+        record(f"reentrancy_events({seed})", got)
     return passed(len(seeds(hidden, 2, 4)), "recorded chains")

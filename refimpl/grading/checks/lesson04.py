@@ -5,6 +5,7 @@ from __future__ import annotations
 from refimpl.ak import MUST, Errno
 from refimpl.grading.checks.common import call, expect_error, expect_value, fresh_kernel, passed
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.hw import Access, PageFault
 from refimpl.kernel import (AP_BOOT_TRAMPOLINE, AllocationKind, MemoryManager, Region,
                             VirtualRange, create_identity_mapped_region, start_ap)
@@ -13,7 +14,9 @@ from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.invariants import (KernelSnapshot, page_table_refcount_violations,
                                        physical_page_violations)
 
-@exercise("04-identity-map", "Identity-map the AP trampoline", 3, "identity_map")
+@exercise("04-identity-map", "Identity-map the AP trampoline", 3, "identity_map",
+          forbids=("refimpl.kernel.ap_boot.create_identity_mapped_region",
+                   "refimpl.kernel.create_identity_mapped_region"))
 def check_identity_map(identity_map, hidden=False):
     for paddr in (AP_BOOT_TRAMPOLINE, 0x9000) if not hidden else (0x8000, 0xA000, 0x7000):
         mm = fresh_kernel()
@@ -35,6 +38,8 @@ def check_identity_map(identity_map, hidden=False):
         if not isinstance(region, Region) or region.range != VirtualRange(paddr, PAGE_SIZE):
             raise CheckFailed(f"{case}: return the Region covering [{paddr:#x}, +0x1000), got "
                               f"{region!r}")
+        record(case, got, type(region).__name__, [region.range.base, region.range.size],
+               mm.free_physical_pages(), page_table_refcount_violations(mm))
     return passed(2 if not hidden else 3, "trampoline pages")
 
 
@@ -72,6 +77,8 @@ def check_unmap_everywhere(remove_identity_mapping, hidden=False):
         problems = page_table_refcount_violations(mm) + physical_page_violations(mm)
         if problems:
             raise CheckFailed(f"{case}: {problems[0]}")
+        record(case, [AP_BOOT_TRAMPOLINE >> 12 in cpu.mmu.tlb for cpu in mm.machine.cpus],
+               mm.free_physical_pages(), problems)
     return passed(2 if not hidden else 3, "machines")
 
 
@@ -94,10 +101,14 @@ def check_boot_aps(boot_all_aps, hidden=False):
         differences = KernelSnapshot.take(mm).differences(before)
         if differences:
             raise CheckFailed(f"{case}: booting left {', '.join(differences)} changed")
+        record(case, [cpu.online for cpu in mm.machine.cpus], differences,
+               mm.free_physical_pages())
     mm = fresh_kernel(cpus=2)
     mm.allocations.fail_nth(AllocationKind.KMALLOC, 1)
     result = call(boot_all_aps, mm, case="boot_all_aps with kmalloc failing")
     expect_error(result, Errno.ENOMEM, "boot_all_aps with kmalloc failing")
     if any(cpu.online for cpu in mm.machine.aps):
         raise CheckFailed("boot_all_aps with kmalloc failing: an AP came online anyway")
+    record("boot_all_aps with kmalloc failing", result.error().code(),
+           [cpu.online for cpu in mm.machine.cpus])
     return passed(3, "boots, one of them out of memory")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from refimpl.ak import MUST, KernelPanic
 from refimpl.grading.checks.common import call, fresh_kernel, passed, seeds
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.history.region_lookup_cache import AddressSpaceWithRawCache, Program, object_at
 from refimpl.history.region_lookup_cost import malloc_trace, replay
 from refimpl.kernel.address import PAGE_SIZE
@@ -50,30 +51,30 @@ def cache_steps(seed: int, count: int = 16) -> list[CacheStep]:
     space = MUST(AddressSpaceWithRawCache.try_create(fresh_kernel()))
     steps: list[CacheStep] = []
 
-    def record(description: str) -> None:
+    def note(description: str) -> None:
         cache = space.region_lookup_cache
         live = {region.object_address(): region.range for region in space.region_tree.regions()}
         steps.append(CacheStep(description, cache.range, cache.region, live))
 
     space.exec(_random_program(rng))
-    record("exec")
+    note("exec")
     for _ in range(count):
         mapped, roll = _mmapped(space), rng.random()
         try:
             if roll < 0.3 or not mapped:
-                record(_mmap(space, rng))
+                note(_mmap(space, rng))
             elif roll < 0.6:
                 region = rng.choice(mapped)
                 prot = rng.choice((PROT_READ, RW))
                 MUST(space.mprotect(region.vaddr(), region.size(), prot))
-                record(f"mprotect({region.vaddr():#x}, {region.size():#x}, {prot})")
+                note(f"mprotect({region.vaddr():#x}, {region.size():#x}, {prot})")
             elif roll < 0.8:
                 region = rng.choice(mapped)
                 MUST(space.unmap_mmap_range(region.vaddr(), region.size()))
-                record(f"munmap({region.vaddr():#x}, {region.size():#x})")
+                note(f"munmap({region.vaddr():#x}, {region.size():#x})")
             else:
                 space.exec(_random_program(rng))
-                record("exec")
+                note("exec")
         except KernelPanic:
             break  # the stale pointer was followed to free memory
     return steps
@@ -96,6 +97,7 @@ def check_find_stale(find_stale, hidden=False):
         steps = cache_steps(seed)
         wanted = first_stale_step(steps)
         got = call(find_stale, steps, case=f"cache_steps({seed})")
+        record(f"cache_steps({seed})", got)
         if got != wanted:
             where = (f"goes stale at step {wanted} ({steps[wanted].call})" if wanted is not None
                      else "never goes stale")
@@ -152,6 +154,8 @@ def check_take_region(take_region, hidden=False):
             wanted = _operation(random.Random(size_seed), reference, index, kind)
             done = call(_operation, random.Random(size_seed), learner, index, kind, case=case)
             _compare(learner, reference, f"{case}, after {done}", wanted)
+            record(case, [[region.range.base, region.range.size]
+                          for region in learner.region_tree.regions()], _cache_state(learner))
         _check_not_in_tree(take_region, learner, seed)
     return passed(len(seeds(hidden, 4, 12)) * 24, "operations")
 
@@ -177,7 +181,9 @@ def _check_not_in_tree(take_region, space, seed: int) -> None:
     space.find_region_from_range(region.range)
     space.region_tree.remove(region)  # taken by someone else: no longer in the tree
     case = f"seed {seed}: take_region of a region that is not in the tree"
-    if call(take_region, space, region, case=case) is not False:
+    result = call(take_region, space, region, case=case)
+    record(case, result)
+    if result is not False:
         raise CheckFailed(f"{case}: return False, as RegionTree.remove does")
     region.destroy()
 
@@ -192,6 +198,7 @@ def check_hit_rate(count_hits, hidden=False):
         cost = replay(trace, "tree", True)
         case = f"malloc_trace({seed}, {blocks}, {steps})"
         got = call(count_hits, trace, case=case)
+        record(case, got)
         if got != (cost.hits, cost.lookups):
             raise CheckFailed(f"{case}: expected (hits, lookups) = ({cost.hits}, "
                               f"{cost.lookups}), got {got!r}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from refimpl.grading.checks.common import call, passed, seeds
+from refimpl.grading.checks.common import call, passed, range_values, seeds
 from refimpl.grading.exercises import CheckFailed, exercise
+from refimpl.grading.transcript import record
 from refimpl.history.region_tree_scan import ScanRegionTree, unbacked_region
 from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.gap_tree import GapNode, GapTree
@@ -62,6 +63,7 @@ def check_first_fit(allocate_anywhere, hidden=False):
             size, alignment = random_request(rng)
             case = f"{_describe(total, regions)}: {size:#x} bytes aligned to {alignment:#x}"
             got = call(allocate_anywhere, total, list(regions), size, alignment, case=case)
+            record(case, range_values(got))
             wanted = first_fit(total, regions, size, alignment)
             if got != wanted:
                 raise CheckFailed(f"{case}: expected {wanted}, got {got}")
@@ -94,6 +96,7 @@ def check_specific(allocate_specific, hidden=False):
             size = length * PAGE_SIZE
             case = f"{_describe(total, regions)}: [{base:#x}, {base + size:#x})"
             got = call(allocate_specific, find_largest_not_above, base, size, case=case)
+            record(case, range_values(got))
             wanted = allocate_specific_reference(total, regions, base, size)
             if got != wanted:
                 overlapping = [r for r in regions if r.intersects(VirtualRange(base, size))]
@@ -160,6 +163,7 @@ def check_lowest_gap(lowest_fitting, hidden=False):
             wanted = gaps.lowest_fitting(needed)
             if got is not None:
                 got = tuple(got)
+            record(case, got, len(reached) <= 2 * height)
             if got != wanted:
                 raise CheckFailed(f"{case}: expected {wanted and (hex(wanted[0]), hex(wanted[1]))}"
                                   f", got {got}")
@@ -187,6 +191,7 @@ def check_really_fits(really_fits, hidden=False):
                                                                        + 2) * PAGE_SIZE))
         case = f"really_fits({hole}, {size:#x}, {alignment:#x})"
         got = call(really_fits, hole, size, alignment, case=case)
+        record(case, got)
         wanted = really_fits_reference(hole, size, alignment)
         if got != wanted:
             raise CheckFailed(f"{case}: expected {wanted}, got {got}")
