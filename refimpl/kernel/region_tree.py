@@ -27,8 +27,9 @@ the GapTree is a treap); allocate_range_specific O(log n); insert and remove O(l
 O(n) move of machine words (memmove: microseconds at 10^5).
 
 Locking: the place_* functions, which find a range and insert the region in one step, and
-`remove` hold the tree's lock; `get_lock()` hands it out to callers that must keep the tree still
-over several calls (the April 2022 stopgap of f0f97e1db02). The later fix wraps the whole tree in
+`remove` hold the tree's lock (so do their `*_steps` twins for simulated threads, except the
+bare `remove_steps`, whose caller chooses); `get_lock()` hands it out to callers that must keep
+the tree still over several calls (the April 2022 stopgap of f0f97e1db02). The later fix wraps the whole tree in
 a SpinlockProtected; both forms work with this class.
 """
 
@@ -38,7 +39,7 @@ import bisect
 import random
 from array import array
 
-from refimpl.ak import TRY, VERIFY, Errno, Error, fallible
+from refimpl.ak import TRY, VERIFY, Errno, Error, KernelPanic, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
 from refimpl.kernel.gap_tree import GapTree
 from refimpl.kernel.locking import RecursiveSpinlock
@@ -167,35 +168,116 @@ class RegionTree:
 
     def insert(self, region: Region, placed: VirtualRange) -> None:
         """Give `region` the range `placed`, which must be free, and add it to the tree."""
+        for _ in self._insert_steps(region, placed):
+            pass
+
+    def remove(self, region: Region) -> bool:
+        """Take `region` out of the tree (it keeps its range); False if it was not in it."""
+        with self._lock:
+            return _run_to_completion(self._remove_steps(region))
+
+    # The same operations for simulated threads -----------------------------------------------------
+    #
+    # An insert or a removal changes the gap index and three arrays one after the other; between
+    # those writes they disagree, as a red-black tree does between the pointer writes of a
+    # rotation. The generators below yield at those points, so that the deterministic scheduler
+    # (refimpl.kernel.scheduler) can run another CPU there. `insert` and `remove` above run the
+    # same generators straight through; lookups keep their plain, fast form, and
+    # `find_region_containing_steps` is its preemptible twin. Another CPU that reads the tree
+    # mid-update gets a wrong answer, or an index that is no longer there (a KernelPanic here, as a
+    # torn pointer would crash the real kernel).
+
+    def place_anywhere_steps(self, region: Region, size: int, alignment: int = PAGE_SIZE):
+        """place_anywhere for a simulated thread: `error = yield from
+        tree.place_anywhere_steps(...)`, None on success. Holds the tree's lock throughout."""
+        return (yield from self._placing_steps(
+            region, lambda: self.allocate_range_anywhere(size, alignment)))
+
+    def place_specifically_steps(self, region: Region, wanted: VirtualRange):
+        """place_specifically for a simulated thread, as place_anywhere_steps."""
+        return (yield from self._placing_steps(
+            region, lambda: self.allocate_range_specific(wanted.base, wanted.size)))
+
+    def _placing_steps(self, region: Region, find):
+        def place():
+            found = find()
+            if found.is_error():
+                return found.error()
+            yield from self._insert_steps(region, found.value())
+            return None
+
+        yield from self._lock.acquire()
+        try:
+            return (yield from _torn_reads_panic(place()))
+        finally:
+            self._lock.unlock()
+
+    def remove_steps(self, region: Region):
+        """The bare removal from the tree, for a simulated thread: `removed = yield from ...`.
+        It takes no lock: the caller holds the locks it means to (SerenityOS's callers removed
+        from `regions()` directly, under locks of their choosing, until da7ea2556e2)."""
+        return (yield from _torn_reads_panic(self._remove_steps(region)))
+
+    def find_region_containing_steps(self, address: int):
+        """find_region_containing for a simulated thread, preemptible between its walk down the
+        tree and its reading of the region found. Takes no lock (the caller's choice)."""
+        def walk():
+            index = bisect.bisect_right(self._bases, address) - 1
+            yield "lookup: found the candidate's index"
+            if index < 0 or address >= self._ends[index]:
+                return None
+            return self._regions[index]
+        return (yield from _torn_reads_panic(walk()))
+
+    def _insert_steps(self, region: Region, placed: VirtualRange):
         VERIFY(region.range is None, f"{region!r} is already placed")
         gap = self._gap_around(placed.base)
         VERIFY(gap is not None and gap.contains(placed), f"{placed} is not free")
         self._gaps.remove(gap.base)
         for piece in gap.carve(placed):
             self._gaps.insert(piece.base, piece.size)
+        yield "insert: gap index updated"
         region.range = placed
         index = bisect.bisect_left(self._bases, placed.base)
         self._bases.insert(index, placed.base)
+        yield "insert: base linked"
         self._ends.insert(index, placed.end)
         self._regions.insert(index, region)
 
-    def remove(self, region: Region) -> bool:
-        """Take `region` out of the tree (it keeps its range); False if it was not in it."""
-        with self._lock:
-            if region.range is None:
-                return False
-            base, end = region.range.base, region.range.end
-            index = bisect.bisect_left(self._bases, base)
-            if index == len(self._regions) or self._regions[index] is not region:
-                return False
-            below = self._ends[index - 1] if index > 0 else self.total_range.base
-            above = self._bases[index + 1] if index + 1 < len(self._bases) else \
-                self.total_range.end
-            del self._bases[index], self._ends[index], self._regions[index]
-            # The gaps on either side (if any) and the region's range become one gap.
-            if below < base:
-                self._gaps.remove(below)
-            if end < above:
-                self._gaps.remove(end)
-            self._gaps.insert(below, above - below)
-            return True
+    def _remove_steps(self, region: Region):
+        if region.range is None:
+            return False
+        base, end = region.range.base, region.range.end
+        index = bisect.bisect_left(self._bases, base)
+        if index == len(self._regions) or self._regions[index] is not region:
+            return False
+        below = self._ends[index - 1] if index > 0 else self.total_range.base
+        above = self._bases[index + 1] if index + 1 < len(self._bases) else self.total_range.end
+        del self._bases[index]
+        yield "remove: base unlinked"
+        del self._ends[index], self._regions[index]
+        yield "remove: region unlinked"
+        # The gaps on either side (if any) and the region's range become one gap.
+        if below < base:
+            self._gaps.remove(below)
+        if end < above:
+            self._gaps.remove(end)
+        self._gaps.insert(below, above - below)
+        return True
+
+
+def _run_to_completion(steps):
+    """Run a step generator straight through (plain code: nobody runs in between)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _torn_reads_panic(steps):
+    """Run `steps` as kernel code would: an index or key that vanished under it is a crash."""
+    try:
+        return (yield from steps)
+    except (IndexError, KeyError) as torn:
+        raise KernelPanic(f"RegionTree changed under this operation: {torn!r}") from torn
