@@ -295,3 +295,34 @@ def test_prot_none_pages_keep_their_page_table_for_a_later_mprotect(space):
     assert MUST(read_user_memory(space, hidden.vaddr(), 1)) == b"\0"
     assert read_user_memory(space, hidden.vaddr() + PAGE, 1).error().code() == 14
     check(space)
+
+
+# m_lock, taken where SerenityOS takes it at f0f97e1db02 ---------------------------------------
+
+def test_the_address_space_lock_guards_placement_removal_and_lookup(space):
+    """With m_lock held by another context (another CPU), each of these would have to wait:
+    plain code cannot, so it panics naming the lock. The tree's lock alone is not enough for
+    lookups and removals either: they take it inside m_lock."""
+    from refimpl.ak import KernelPanic
+    from refimpl.kernel.locking import ExecutionContext, running_as
+
+    region = MUST(space.allocate_region(2 * PAGE, mmap=True))
+    other_cpu = ExecutionContext("other CPU")
+    calls = {
+        "allocate_region": lambda: space.allocate_region(PAGE),
+        "take_region": lambda: space.take_region(region),
+        "find_region_containing": lambda: space.find_region_containing(region.vaddr()),
+        "find_region_from_range": lambda: space.find_region_from_range(region.range),
+        "find_regions_intersecting": lambda: space.find_regions_intersecting(region.range),
+        "munmap (split)": lambda: space.unmap_mmap_range(region.vaddr(), PAGE),
+    }
+    for lock in (space.get_lock(), space.region_tree.get_lock()):
+        with running_as(other_cpu):
+            lock.lock()
+        for call in calls.values():
+            with pytest.raises(KernelPanic, match="would spin forever"):
+                call()
+        with running_as(other_cpu):
+            lock.unlock()
+    assert space.find_region_containing(region.vaddr()) is region
+    check(space)

@@ -25,6 +25,7 @@ import time
 
 from refimpl.ak import Errno, Error, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
+from refimpl.kernel.locking import RecursiveSpinlock
 from refimpl.kernel.region import Region
 from refimpl.kernel.region_tree import RegionTree
 from refimpl.kernel.virtual_range import (VirtualRange, check_request, check_specific_request,
@@ -36,6 +37,12 @@ class ScanRegionTree:
         self.total_range = total_range
         self._bases: list[int] = []
         self._regions: list[Region] = []
+        self._lock = RecursiveSpinlock("RegionTree")
+
+    def get_lock(self) -> RecursiveSpinlock:
+        """A lock its own code never takes (the tree had none until e8f543c3908); the modern
+        AddressSpace that history modules run this tree under takes it (f0f97e1db02)."""
+        return self._lock
 
     def regions(self) -> list[Region]:
         """The regions in address order."""

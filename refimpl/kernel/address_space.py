@@ -18,11 +18,12 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from refimpl.ak import TRY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, Errno, Error, fallible
 from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
+from refimpl.kernel.locking import RecursiveSpinlock
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
 from refimpl.kernel.virtual_range import VirtualRange
@@ -43,6 +44,14 @@ class AddressSpace:
         self.page_directory = page_directory
         self.region_tree = region_tree
         self._object_address = object_address
+        self._lock = RecursiveSpinlock("AddressSpace::m_lock")
+
+    def get_lock(self) -> RecursiveSpinlock:
+        """m_lock. Taken, as at f0f97e1db02, where regions are placed (with a VMObject, or split
+        pieces), taken out, looked up or all removed; the lookups and removals also take the
+        tree's lock inside it. Plain code never waits for it: a simulated thread that needs it
+        while another holds it uses `yield from space.get_lock().acquire()`."""
+        return self._lock
 
     @classmethod
     @fallible
@@ -75,9 +84,10 @@ class AddressSpace:
         self._mm.kfree(self._object_address)
 
     def remove_all_regions(self) -> None:
-        for region in self.region_tree.regions():
-            self.take_region(region)
-            region.destroy()
+        with self._lock:
+            for region in self.region_tree.regions():
+                self.take_region(region)
+                region.destroy()
 
     # Allocating regions ------------------------------------------------------------------------
 
@@ -117,12 +127,13 @@ class AddressSpace:
             self._mm, vmobject, offset_in_vmobject - offset_in_vmobject % PAGE_SIZE, name,
             Access(prot & 7), shared=shared))
         region.mmap = mmap
-        if address is None:
-            placed = self.region_tree.place_anywhere(region, size, alignment, randomize)
-        else:
-            placed = self.region_tree.place_specifically(
-                region, VirtualRange(VirtualAddress(address), size))
-        return self._map_placed_region(region, placed)
+        with self._lock:
+            if address is None:
+                placed = self.region_tree.place_anywhere(region, size, alignment, randomize)
+            else:
+                placed = self.region_tree.place_specifically(
+                    region, VirtualRange(VirtualAddress(address), size))
+            return self._map_placed_region(region, placed)
 
     @fallible
     def _map_placed_region(self, region: Region, placed):
@@ -148,23 +159,27 @@ class AddressSpace:
     def take_region(self, region: Region) -> bool:
         """Take `region` out of the tree, leaving it to the caller; False if it was not in it.
         Every removal goes through here, as in SerenityOS."""
-        return self.region_tree.remove(region)
+        with self._lock:
+            return self.region_tree.remove(region)  # under the tree's lock too
 
     # Finding regions -----------------------------------------------------------------------------
 
     def find_region_from_range(self, wanted: VirtualRange) -> Region | None:
         """The region that is exactly `wanted`, its size rounded up to pages."""
-        region = self.region_tree.find_region_containing(wanted.base)
+        with self._lock, self.region_tree.get_lock():
+            region = self.region_tree.find_region_containing(wanted.base)
         if region is None or region.range.base != wanted.base or \
                 region.size() != page_round_up(wanted.size):
             return None
         return region
 
     def find_region_containing(self, wanted: int | VirtualRange) -> Region | None:
-        return self.region_tree.find_region_containing(wanted)
+        with self._lock, self.region_tree.get_lock():
+            return self.region_tree.find_region_containing(wanted)
 
     def find_regions_intersecting(self, wanted: VirtualRange) -> list[Region]:
-        return self.region_tree.find_regions_intersecting(wanted)
+        with self._lock, self.region_tree.get_lock():
+            return self.region_tree.find_regions_intersecting(wanted)
 
     # Splitting, munmap and mprotect --------------------------------------------------------------
 
@@ -194,12 +209,15 @@ class AddressSpace:
     def _replace_region(self, source: Region, pieces: list[tuple[Region, VirtualRange]]) -> None:
         """Put `pieces` where `source` was and retire it. Cannot fail: the pieces' PTEs are the
         source's (same pages), so only the pages no piece covers are released, and pieces
-        whose access differs are remapped over existing page tables."""
+        whose access differs are remapped over existing page tables. The pieces go in through
+        place_specifically, the only way into the tree; they cannot fail to fit where `source`
+        just was, under the lock."""
         directory = source.page_directory
-        self.take_region(source)
-        for region, piece in pieces:
-            self.region_tree.insert(region, piece)
-            region.page_directory = directory
+        with self._lock:
+            self.take_region(source)
+            for region, piece in pieces:
+                MUST(self.region_tree.place_specifically(region, piece))
+                region.page_directory = directory
         for page_index in range(source.page_count()):
             vaddr = source.vaddr_from_page_index(page_index)
             if not any(piece.contains(vaddr) for _, piece in pieces):
