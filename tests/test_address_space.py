@@ -4,8 +4,7 @@ from refimpl.ak import MUST
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault
 from refimpl.kernel import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace,
                             AllocationKind, AllocationStrategy, AnonymousVMObject,
-                            MemoryManager, PagePurpose, Program, Region, SimThread,
-                            VirtualRange, explore, read_user_memory, replay,
+                            MemoryManager, PagePurpose, VirtualRange, read_user_memory,
                             write_user_memory)
 from refimpl.kernel.invariants import (KernelSnapshot, address_space_violations,
                                        page_table_refcount_violations,
@@ -227,62 +226,6 @@ def test_every_failure_of_page_fault_handling_leaves_no_trace():
 
     assert sweep_allocation_failures(zero_fault)[AllocationKind.PHYSICAL_PAGE] == 1
     assert sweep_allocation_failures(cow_fault)[AllocationKind.PHYSICAL_PAGE] == 1
-
-
-# Two threads allocating in one address space -------------------------------------------------
-
-def _allocating_threads(place):
-    mm = new_kernel(cpus=2)
-    space = MUST(AddressSpace.try_create(mm))
-    threads = [SimThread(name, place, space, name, cpu=cpu)
-               for cpu, name in enumerate(("first", "second"))]
-    return Program(threads, state=space, machine=mm.machine)
-
-
-def _unplaced_region(space, name):
-    vmobject = MUST(AnonymousVMObject.try_create_with_size(space.mm, PAGE))
-    region = MUST(Region.try_create_unplaced(space.mm, vmobject, 0, name, Region.Access.READ))
-    vmobject.unref()
-    return region
-
-
-def find_a_hole_then_insert(space, name):
-    """The shape before e852a69a069/07f3d09c552: choose a range, commit the region later."""
-    region = _unplaced_region(space, name)
-    hole = MUST(space.region_tree.allocate_range_anywhere(PAGE))
-    yield f"{name} found {hole}"
-    space.region_tree.insert(region, hole)
-    yield f"{name} inserted"
-
-
-def place_under_the_tree_lock(space, name):
-    """Finding and inserting in one critical section, as place_anywhere does."""
-    region = _unplaced_region(space, name)
-    lock = space.region_tree.get_lock()
-    yield from lock.acquire()
-    try:
-        hole = MUST(space.region_tree.allocate_range_anywhere(PAGE))
-        yield f"{name} found {hole} (holding the lock)"
-        space.region_tree.insert(region, hole)
-    finally:
-        lock.unlock()
-    yield f"{name} inserted"
-
-
-def test_the_scheduler_finds_the_find_then_insert_race():
-    result = explore(lambda: _allocating_threads(find_a_hole_then_insert),
-                     check=lambda space: not address_space_violations(space))
-    assert result.failure is not None and result.failing_schedule.startswith("AB")
-    assert "is not free" in result.reason  # the second insert found its range taken
-    run = replay(lambda: _allocating_threads(find_a_hole_then_insert), result.failing_schedule)
-    assert run.panic is not None and run.schedule == result.failing_schedule
-
-
-def test_no_interleaving_breaks_placement_under_the_lock():
-    result = explore(lambda: _allocating_threads(place_under_the_tree_lock),
-                     check=lambda space: not address_space_violations(space)
-                     and len(space.region_tree) == 2)
-    assert result.failure is None and result.runs >= 2
 
 
 def test_prot_none_pages_keep_their_page_table_for_a_later_mprotect(space):

@@ -78,11 +78,11 @@ class Region(Weakable):
         return region
 
     @staticmethod
-    def create_unbacked(mm: MemoryManager, name: str) -> Region:
+    def create_unbacked(mm: MemoryManager | None, name: str) -> Region:
         """A region with no VMObject that only reserves its range once placed, and is never
         mapped or destroyed (Region::create_unbacked, e852a69a069: the kernel image and the
         kmalloc range). Unlike SerenityOS's, it takes no kernel heap (the heap may not exist yet
-        when the MemoryManager reserves these)."""
+        when the MemoryManager reserves these). `mm` may be None for a tree outside any kernel."""
         return Region(mm, None, 0, name, Access.READ, True, False, VirtualAddress(0))
 
     def destroy(self) -> None:
