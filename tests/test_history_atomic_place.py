@@ -1,16 +1,19 @@
 """Lesson 07's history (refimpl.history.atomic_place): find-then-insert against one place call,
-and sys$mmap before 07f3d09c552, at it (ASLR and the hint lost) and after 858b196c595."""
+sys$mmap before 07f3d09c552, at it (ASLR and the hint lost) and after 858b196c595, and the
+region a failed map() left in the tree until 4edae21bd13."""
 
 import pytest
 
 from refimpl.ak import MUST
-from refimpl.history.atomic_place import (MAP_FIXED, MAP_RANDOMIZED, AddressSpaceBeforePlace,
+from refimpl.history.atomic_place import (MAP_FIXED, MAP_RANDOMIZED,
+                                          AddressSpaceAt07f3d09c552, AddressSpaceBeforePlace,
                                           find_then_insert_steps, place_steps,
                                           sys_mmap_at_07f3d09c552, sys_mmap_at_858b196c595,
                                           sys_mmap_before_place)
 from refimpl.hw import X86_64, Machine, MiB
-from refimpl.kernel import (PROT_READ, PROT_WRITE, AddressSpace, AnonymousVMObject,
-                            MemoryManager, Program, Region, SimThread, explore, replay)
+from refimpl.kernel import (PROT_READ, PROT_WRITE, AddressSpace, AllocationKind,
+                            AnonymousVMObject, MemoryManager, Program, Region, SimThread,
+                            explore, replay)
 from refimpl.kernel.invariants import address_space_violations
 
 PAGE = 4096
@@ -110,3 +113,22 @@ def test_mmap_before_place_refuses_fixed_and_randomized_and_leaves_no_trace():
     space = MUST(AddressSpaceBeforePlace.try_create(new_kernel()))
     result = sys_mmap_before_place(space, 0x100000, PAGE, RW, MAP_FIXED | MAP_RANDOMIZED)
     assert result.error().code() == 22 and len(space.region_tree) == 0
+
+
+# A failed map() after placement (07f3d09c552 to 4edae21bd13) -----------------------------------
+
+@pytest.mark.parametrize("space_class,dangles", [(AddressSpaceAt07f3d09c552, True),
+                                                 (AddressSpace, False)])
+def test_a_region_that_fails_to_map_is_freed_but_left_in_the_tree_until_4edae21bd13(
+        space_class, dangles):
+    mm = new_kernel()
+    space = MUST(space_class.try_create(mm))
+    heap_before = mm.kmalloc_heap.allocated_bytes()
+    mm.allocations.fail_nth(AllocationKind.PHYSICAL_PAGE, 1)  # the page table map() needs
+    assert space.allocate_region(PAGE, mmap=True).error().code() == 12
+    assert mm.kmalloc_heap.allocated_bytes() == heap_before  # the Region object is freed...
+    left = space.region_tree.regions()
+    assert bool(left) is dangles  # ... and, before the fix, still in the tree
+    if dangles:
+        assert space.find_region_containing(left[0].vaddr()) is left[0]  # a use-after-free
+        assert left[0] not in left[0].vmobject.regions

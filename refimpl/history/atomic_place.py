@@ -20,6 +20,10 @@ under the tree's lock; e89c9ed2cac then made the finders private. The modern cod
   `allocate_region_with_vmobject(range, ...)` built the Region, mapped it, and `add_region`
   registered it. 07f3d09c552 passed only a MAP_FIXED address and no randomization: ASLR for
   mmap was lost, and a hint was ignored, until 858b196c595 (ASLR, 18:46 the same day).
+- `AddressSpaceAt07f3d09c552`: once placement comes first, a failing `map()` must also take the
+  region out of the tree. 07f3d09c552 did not: `TRY(region->map(...))` returned, the Region was
+  freed, and the tree kept a dangling pointer to it, until 4edae21bd13 (2022-08-15; a1a1462a223
+  two days later made it a scope guard).
 """
 
 from __future__ import annotations
@@ -151,3 +155,19 @@ def sys_mmap_at_858b196c595(space: AddressSpace, address: int, size: int, prot: 
     region = TRY(space.allocate_region(size, address=requested, prot=prot, name="mmap",
                                        mmap=True, randomize=bool(flags & MAP_RANDOMIZED)))
     return int(region.vaddr())
+
+
+class AddressSpaceAt07f3d09c552(AddressSpace):
+    """The modern AddressSpace, except that a failed `map()` frees the region without taking
+    it out of the tree (07f3d09c552 to 4edae21bd13)."""
+
+    @fallible
+    def _map_placed_region(self, region: Region, placed):
+        if placed.is_error():
+            region.destroy()
+            return placed
+        mapped = region.map(self.page_directory)
+        if mapped.is_error():
+            region.destroy()  # TRY(region->map(...)): the OwnPtr frees it; the tree still holds it
+            return mapped
+        return region
