@@ -7,6 +7,7 @@ import pytest
 from refimpl.ak import MUST
 from refimpl.history.atomic_place import (MAP_FIXED, MAP_RANDOMIZED,
                                           AddressSpaceAt07f3d09c552, AddressSpaceBeforePlace,
+                                          MemoryManagerBeforePlace, allocations_under,
                                           find_then_insert_steps, place_steps,
                                           sys_mmap_at_07f3d09c552, sys_mmap_at_858b196c595,
                                           sys_mmap_before_place)
@@ -14,7 +15,7 @@ from refimpl.hw import X86_64, Machine, MiB
 from refimpl.kernel import (PROT_READ, PROT_WRITE, AddressSpace, AllocationKind,
                             AnonymousVMObject, MemoryManager, Program, Region, SimThread,
                             explore, replay)
-from refimpl.kernel.invariants import address_space_violations
+from refimpl.kernel.invariants import address_space_violations, kernel_region_violations
 
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
@@ -132,3 +133,22 @@ def test_a_region_that_fails_to_map_is_freed_but_left_in_the_tree_until_4edae21b
     if dangles:
         assert space.find_region_containing(left[0].vaddr()) is left[0]  # a use-after-free
         assert left[0] not in left[0].vmobject.regions
+
+
+# The kernel side: what ran under the lock ----------------------------------------------------
+
+def test_before_e852a69a069_the_region_was_built_and_mapped_under_the_lock():
+    before = MemoryManagerBeforePlace(Machine(X86_64, ram_size=16 * MiB))
+    locked = allocations_under(before,
+                               "MemoryManagerBeforePlace.allocate_kernel_region_with_range")
+    assert [record.kind for record in locked] == [AllocationKind.KMALLOC,  # the Region object
+                                                  AllocationKind.PHYSICAL_PAGE]  # a page table
+    assert kernel_region_violations(before) == []
+    after = new_kernel()
+    assert allocations_under(after, "RegionTree.place_anywhere") == []
+    made_outside = allocations_under(new_kernel(),
+                                     "MemoryManager.allocate_kernel_region_with_vmobject")
+    assert [record.kind for record in made_outside] == [AllocationKind.KMALLOC,
+                                                        AllocationKind.PHYSICAL_PAGE]
+    assert [region.range for region in before.region_tree.regions()] == \
+        [region.range for region in after.region_tree.regions()]  # the same placement

@@ -11,6 +11,12 @@ under the tree's lock; e89c9ed2cac then made the finders private. The modern cod
 - `RegionTreeBeforePlace`: the tree with the API of e8f543c3908, the finders public and a bare
   `insert`. SerenityOS's intrusive tree checked nothing on insert; this one VERIFYs that the
   range is still free, so a lost race shows as a panic instead of two overlapping regions.
+- `MemoryManagerBeforePlace`: kernel side at e8f543c3908. `allocate_kernel_region` takes the
+  kernel page directory's lock, finds a range, and keeps the lock while it builds the Region
+  (kmalloc), registers it (the constructor called `register_kernel_region`, under s_mm_lock) and
+  maps it. e852a69a069: "To reduce the number of things we do while locking the region tree, we
+  also require callers to provide a constructed Region." `allocations_under(mm, function)`
+  counts the allocations made inside the locked step, before and after.
 - `find_then_insert_steps` / `place_steps`: the hazard the place API rules out, on a model where
   nothing holds one lock across "find" and "insert". In April 2022 no such failure was observed:
   the kernel allocators held the kernel page directory's lock across both, and every memory
@@ -31,7 +37,9 @@ from __future__ import annotations
 from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
 from refimpl.kernel.address import PAGE_SIZE, page_round_up
 from refimpl.kernel.address_space import AddressSpace
-from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
+from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
+from refimpl.kernel.locking import Spinlock
+from refimpl.kernel.memory_manager import MemoryManager
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
 
@@ -55,6 +63,59 @@ class RegionTreeBeforePlace(RegionTree):
         """`regions().insert(region.vaddr(), region)`: the region already has its range."""
         placed, region.range = region.range, None
         self._insert(region, placed)
+
+
+class MemoryManagerBeforePlace(MemoryManager):
+    """MemoryManager at e8f543c3908: find under the kernel page directory's lock, then build,
+    register and map with the lock still held."""
+
+    region_tree_class = RegionTreeBeforePlace
+
+    def __init__(self, machine, initial_kmalloc_pages: int = 4) -> None:
+        super().__init__(machine, initial_kmalloc_pages)
+        self.kernel_page_directory_lock = Spinlock("kernel PageDirectory::m_lock")
+
+    @fallible
+    def allocate_kernel_region(self, size: int, name: str,
+                               access: Access = Access.READ | Access.WRITE,
+                               strategy: AllocationStrategy = AllocationStrategy.NONE,
+                               cacheable: bool = True):
+        """ErrorOr[Region]: the VMObject first, then everything else under the PD lock."""
+        if size <= 0 or size % PAGE_SIZE:
+            return Error.from_errno(Errno.EINVAL, f"kernel region size {size:#x} is not a "
+                                                  f"positive multiple of the page size")
+        vmobject = TRY(AnonymousVMObject.try_create_with_size(self, size, strategy))
+        with self.kernel_page_directory_lock:
+            placed = self.region_tree.try_allocate_anywhere(size)
+            result = placed if placed.is_error() else self.allocate_kernel_region_with_range(
+                placed.value(), vmobject, name, access, cacheable)
+        vmobject.unref()
+        return result
+
+    @fallible
+    def allocate_kernel_region_with_range(self, placed, vmobject: AnonymousVMObject, name: str,
+                                          access: Access, cacheable: bool = True):
+        """ErrorOr[Region] at `placed`: construct (and so register), then map."""
+        region = TRY(Region.try_create_unplaced(self, vmobject, 0, name, access, cacheable))
+        region.range = placed
+        self.register_kernel_region(region)  # Region::Region called it
+        mapped = region.map(self.kernel_page_directory())
+        if mapped.is_error():
+            region.destroy()  # ~Region unregisters it
+            return mapped
+        return region
+
+    def register_kernel_region(self, region: Region) -> None:
+        with self.mm_lock:
+            self.region_tree.insert(region)
+
+
+def allocations_under(mm: MemoryManager, locked_function: str, size: int = PAGE_SIZE) -> list:
+    """The allocations one `allocate_kernel_region(size)` makes inside `locked_function` (a
+    qualified name: the step that runs with the lock covering the tree held)."""
+    with mm.allocations.record() as log:
+        MUST(mm.allocate_kernel_region(size, "buffer"))
+    return [record for record in log if locked_function in record.call_chain]
 
 
 # The hazard, on a model with no lock across the two steps -----------------------------------------

@@ -49,6 +49,8 @@ class ShouldZeroFill(enum.Enum):
 class MemoryManager:
     page_directory_class = PageDirectory
     """The PageDirectory type of this kernel (lesson 03's "before" kernel uses a subclass)."""
+    region_tree_class = RegionTree
+    """The kernel RegionTree's type (lesson 07's "before" kernel uses one with the old API)."""
 
     def __init__(self, machine: Machine, initial_kmalloc_pages: int = 4) -> None:
         self.machine = machine
@@ -74,7 +76,7 @@ class MemoryManager:
         self._kernel_page_directory = self.page_directory_class.must_create_kernel_page_directory(
             self, boot)
         self.mm_lock = RecursiveSpinlock("s_mm_lock")
-        self.region_tree = RegionTree(kernel_virtual_range(layout))
+        self.region_tree = self.region_tree_class(kernel_virtual_range(layout))
         self._reserve_kernel_ranges()
         self.kmalloc_heap = KmallocHeap(self)
         self.shared_zero_page = MUST(self.allocate_physical_page(
