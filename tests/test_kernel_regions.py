@@ -1,16 +1,20 @@
 """The kernel's RegionTree (MemoryManager.region_tree): reservations, kernel regions placed and
-mapped through it, their removal, and the races on it that the deterministic scheduler finds."""
+mapped through it, their removal, and the races on it that the deterministic scheduler finds
+(and the same lookup race on a process's tree)."""
 
 import pytest
 
 from refimpl.ak import MUST
 from refimpl.hw import X86_64, Machine, MiB, trace_walk
 from refimpl.history.kernel_tree_locks import (destroy_steps_unregistering_first,
+                                               find_region_containing_steps,
                                                kernel_region_from_vaddr_steps,
+                                               make_thread_specific_region_steps,
                                                unregister_kernel_region_steps)
-from refimpl.kernel import (PAGE_SIZE, AllocationKind, AllocationStrategy, MemoryManager,
-                            Program, SimThread, boot_aps, explore, replay)
-from refimpl.kernel.invariants import KernelSnapshot, kernel_region_violations
+from refimpl.kernel import (PAGE_SIZE, AddressSpace, AllocationKind, AllocationStrategy,
+                            MemoryManager, Program, SimThread, boot_aps, explore, replay)
+from refimpl.kernel.invariants import (KernelSnapshot, address_space_violations,
+                                       kernel_region_violations)
 from refimpl.kernel.memory_manager import kernel_virtual_range
 from refimpl.kernel.thread import Thread
 from tests.kernel_helpers import sweep_allocation_failures
@@ -230,4 +234,48 @@ def test_unregistering_before_unmapping_clears_the_next_regions_ptes():
 def test_unmapping_before_unregistering_leaves_every_region_mapped():
     make = _destroy_against_allocation(lambda mm, region: region.destroy_steps())
     result = explore(make, check=lambda state: kernel_region_violations(state.mm) == [])
+    assert result.failure is None and result.runs > 1
+
+
+# The same race on a process's tree (07f3d09c552 to f0f97e1db02) -----------------------------
+
+def _user_lookup_against_thread_creation(allocate, lookup):
+    """A two-page region freed below a live one: the new thread's region goes under it."""
+    def make():
+        mm = new_kernel(cpus=2)
+        space = MUST(AddressSpace.try_create(mm))
+        lower = MUST(space.allocate_region(2 * PAGE))
+        upper = MUST(space.allocate_region(PAGE))
+        MUST(space.deallocate_region(lower))
+        state = Observed(mm, upper)
+        state.space = space
+
+        def check_syscall():  # validate_syscall_preconditions -> find_region_containing
+            state.found = yield from lookup(space, upper.vaddr())
+
+        def create_thread():  # sys$create_thread -> make_thread_specific_region
+            yield from allocate(space, PAGE, "thread-specific")
+
+        return Program([SimThread("syscall", check_syscall, cpu=0),
+                        SimThread("create_thread", create_thread, cpu=1)], state, mm.machine)
+    return make
+
+
+def _user_lookup_is_right(state):
+    return state.found is state.target and address_space_violations(state.space) == []
+
+
+def test_a_syscall_check_under_m_lock_only_misses_its_region_while_a_thread_is_created():
+    make = _user_lookup_against_thread_creation(make_thread_specific_region_steps,
+                                                find_region_containing_steps)
+    result = explore(make, check=_user_lookup_is_right)
+    assert result.failure is not None and result.reason == "check failed"
+    assert replay(make, result.failing_schedule).state.found is None
+
+
+def test_with_m_lock_and_the_tree_lock_every_syscall_check_finds_its_region():
+    make = _user_lookup_against_thread_creation(
+        lambda space, size, name: space.allocate_region_steps(size, name),
+        lambda space, address: space.find_region_containing_steps(address))
+    result = explore(make, check=_user_lookup_is_right)
     assert result.failure is None and result.runs > 1

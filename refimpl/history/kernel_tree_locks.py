@@ -11,6 +11,12 @@ Both are steps for simulated threads (`refimpl.kernel.scheduler`), the "before" 
   another CPU's insert was rebalancing it. f0f97e1db02 took the tree's lock in both (and in the
   AddressSpace functions), calling itself "a stopgap patch to try and fix the currently flaky
   CI"; which failure CI showed is not on record.
+- **The same on the user side.** After 07f3d09c552, `Thread::make_thread_specific_region`
+  (from sys$create_thread) called `AddressSpace::allocate_region`, which placed under the tree's
+  lock only, while `find_region_containing` (the syscall-entry check, page faults) and
+  `take_region` (thread exit) held `m_lock` only. `make_thread_specific_region_steps` and
+  `find_region_containing_steps` are those two, before f0f97e1db02 added the tree's lock inside
+  `m_lock` (`AddressSpace.allocate_region_steps` and `.find_region_containing_steps` after).
 - **Unregistering before unmapping** (e8f543c3908 to 0a83c035469, Apr 3 13:28 to Apr 5 13:46).
   `~Region` took a kernel region out of the tree first and unmapped it after. Since the tree is
   the only record of free kernel ranges (e8f543c3908), another CPU could place a new region at
@@ -23,9 +29,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from refimpl.ak import MUST, VERIFY
+from refimpl.kernel.anonymous_vmobject import AnonymousVMObject
+from refimpl.kernel.region import Access, Region
+
 if TYPE_CHECKING:
+    from refimpl.kernel.address_space import AddressSpace
     from refimpl.kernel.memory_manager import MemoryManager
-    from refimpl.kernel.region import Region
 
 
 def kernel_region_from_vaddr_steps(mm: MemoryManager, vaddr: int):
@@ -44,6 +54,28 @@ def unregister_kernel_region_steps(mm: MemoryManager, region: Region):
         yield from mm.region_tree.remove_steps(region)
     finally:
         mm.mm_lock.unlock()
+
+
+def make_thread_specific_region_steps(space: AddressSpace, size: int, name: str):
+    """f0f97e1db02^: allocate_region places under the tree's lock, without m_lock."""
+    vmobject = MUST(AnonymousVMObject.try_create_with_size(space.mm, size))
+    region = MUST(Region.try_create_unplaced(space.mm, vmobject, 0, name,
+                                             Access.READ | Access.WRITE))
+    vmobject.unref()
+    error = yield from space.region_tree.place_anywhere_steps(region, size)
+    VERIFY(error is None, f"placing {name!r}: {error}")
+    MUST(region.map(space.page_directory))
+    yield f"{name} placed at {region.range} and mapped"
+    return region
+
+
+def find_region_containing_steps(space: AddressSpace, address: int):
+    """f0f97e1db02^: AddressSpace::find_region_containing under m_lock only."""
+    yield from space.get_lock().acquire()
+    try:
+        return (yield from space.region_tree.find_region_containing_steps(address))
+    finally:
+        space.get_lock().unlock()
 
 
 def destroy_steps_unregistering_first(mm: MemoryManager, region: Region):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from refimpl.ak import MUST, TRY, Errno, Error, fallible
+from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
 from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
@@ -180,6 +180,39 @@ class AddressSpace:
     def find_regions_intersecting(self, wanted: VirtualRange) -> list[Region]:
         with self._lock, self.region_tree.get_lock():
             return self.region_tree.find_regions_intersecting(wanted)
+
+    # The same for simulated threads (refimpl.kernel.scheduler): they yield where another CPU may
+    # run, and wait for a held lock instead of spinning.
+
+    def allocate_region_steps(self, size: int, name: str):
+        """allocate_region in a simulated thread: `region = yield from ...` (read-write,
+        placed anywhere; a KernelPanic if it fails)."""
+        vmobject = MUST(AnonymousVMObject.try_create_with_size(self._mm, page_round_up(size)))
+        region = MUST(Region.try_create_unplaced(self._mm, vmobject, 0, name,
+                                                 Access.READ | Access.WRITE))
+        vmobject.unref()
+        yield from self._lock.acquire()
+        try:
+            error = yield from self.region_tree.place_anywhere_steps(region, page_round_up(size))
+            VERIFY(error is None, f"placing {name!r}: {error}")
+            MUST(region.map(self.page_directory))
+        finally:
+            self._lock.unlock()
+        yield f"{name} placed at {region.range} and mapped"
+        return region
+
+    def find_region_containing_steps(self, address: int):
+        """find_region_containing in a simulated thread: `region = yield from ...`."""
+        tree_lock = self.region_tree.get_lock()
+        yield from self._lock.acquire()
+        try:
+            yield from tree_lock.acquire()
+            try:
+                return (yield from self.region_tree.find_region_containing_steps(address))
+            finally:
+                tree_lock.unlock()
+        finally:
+            self._lock.unlock()
 
     # Splitting, munmap and mprotect --------------------------------------------------------------
 

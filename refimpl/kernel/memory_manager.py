@@ -378,10 +378,6 @@ class MemoryManager:
         with self.mm_lock:
             self.region_tree.remove(region)  # under the tree's lock too (f0f97e1db02)
 
-    def kernel_regions(self) -> list[Region]:
-        with self.mm_lock, self.region_tree.get_lock():
-            return self.region_tree.regions()
-
     # ... and the same for simulated threads (refimpl.kernel.scheduler): they yield where another
     # CPU may run, and wait for a held lock instead of spinning.
 

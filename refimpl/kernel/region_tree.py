@@ -173,8 +173,7 @@ class RegionTree:
 
     def _insert(self, region: Region, placed: VirtualRange) -> None:
         """Give `region` the range `placed`, which must be free, and add it to the tree."""
-        for _ in self._insert_steps(region, placed):
-            pass
+        _run_to_completion(self._insert_steps(region, placed))
 
     def remove(self, region: Region) -> bool:
         """Take `region` out of the tree (it keeps its range); False if it was not in it."""
