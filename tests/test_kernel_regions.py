@@ -101,7 +101,8 @@ def test_every_failure_of_kernel_stack_allocation_leaves_no_trace():
 
 
 def test_a_failed_mapping_takes_the_region_out_of_the_tree_again(mm):
-    """SerenityOS left such a region in the tree until 4edae21bd13 (August 2022)."""
+    """Destroying it unregisters it, as ~Region did for kernel regions (user regions were left in
+    their tree until 4edae21bd13: refimpl.history.atomic_place)."""
     before = KernelSnapshot.take(mm)
     mm.allocations.fail_nth(AllocationKind.PHYSICAL_PAGE, 1)  # the page table map() needs
     result = mm.allocate_kernel_region(PAGE, "unlucky")

@@ -347,8 +347,8 @@ class MemoryManager:
                                              Access.WRITE, cacheable: bool = True):
         """ErrorOr[Region] mapping the first `size` bytes of `vmobject`: an unplaced Region,
         then one place_anywhere, then map (e852a69a069). If mapping fails the region is
-        destroyed, which takes it out of the tree again (SerenityOS left it there until
-        4edae21bd13, in August 2022)."""
+        destroyed, and destroying a kernel region takes it out of the tree, as ~Region did.
+        (A user region had no such path: AddressSpace left it in its tree until 4edae21bd13.)"""
         if size <= 0 or size % PAGE_SIZE or size > vmobject.size():
             return Error.from_errno(Errno.EINVAL, f"kernel region size {size:#x} does not fit "
                                                   f"the VMObject ({vmobject.size():#x} bytes)")
