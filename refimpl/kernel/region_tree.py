@@ -6,11 +6,11 @@ ffe2e77eba1 (April 2022): there is no second allocator to keep in sync.
 
 Placement is SerenityOS's, exactly: `_allocate_range_anywhere`, the finder behind
 `place_anywhere`, returns what its `try_allocate_anywhere` at ffe2e77eba1 returns, for every
-state and request. That is *first fit in address order*: the lowest gap whose size is at least `size + alignment` (SerenityOS's test,
-which never uses a hole of exactly `size` bytes; see its FIXME), the range starting at the gap's
-base rounded up to `alignment`. Regions therefore pack back to back, with no guard page.
-`refimpl.history.region_tree_scan` has SerenityOS's scan written out; a differential property
-test holds the two to the same answers.
+state and request. That is *first fit in address order*: the lowest gap whose size is at least
+`size + alignment` (SerenityOS's test, which never uses a hole of exactly `size` bytes; see its
+FIXME), the range starting at the gap's base rounded up to `alignment`. Regions therefore pack
+back to back, with no guard page. `refimpl.history.region_tree_scan` has SerenityOS's scan
+written out; a differential property test holds the two to the same answers.
 
 What differs is the cost. SerenityOS walks every region, O(n). Here the gaps are also kept in a
 `GapTree` keyed by base address whose nodes know the largest gap in their subtree (Linux's
