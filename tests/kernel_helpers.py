@@ -3,7 +3,7 @@
 from refimpl.ak import MUST
 from refimpl.kernel import MemoryManager, PageDirectory, PagePurpose, PhysicalPage
 from refimpl.kernel.allocation import AllocationKind
-from refimpl.kernel.invariants import KernelSnapshot
+from refimpl.kernel.invariants import KernelSnapshot, kernel_region_violations
 
 
 def map_user_page(mm: MemoryManager, directory: PageDirectory, vaddr: int,
@@ -27,7 +27,8 @@ def unmap_user_page(mm: MemoryManager, directory: PageDirectory, vaddr: int,
 
 def sweep_allocation_failures(setup, kinds=tuple(AllocationKind)):
     """Fail each allocation an operation makes, one at a time, and check after each failure that
-    the operation reported ENOMEM and left the kernel exactly as it was.
+    the operation reported ENOMEM and left the kernel exactly as it was (the kernel's RegionTree
+    included, and still sound).
 
     `setup()` builds a fresh kernel and returns `(mm, operation)` or `(mm, operation, spaces)`,
     spaces being address spaces whose regions must not change either; every attempt starts from
@@ -49,6 +50,7 @@ def sweep_allocation_failures(setup, kinds=tuple(AllocationKind)):
             assert result.error().code() == 12, f"{kind.value} #{n}: {result.error()!r}"
             differences = before.differences(KernelSnapshot.take(mm, spaces))
             assert not differences, f"{kind.value} #{n} failure changed state: {differences}"
+            assert kernel_region_violations(mm) == [], f"{kind.value} #{n}: kernel tree"
             n += 1
         exercised[kind] = n - 1
     return exercised

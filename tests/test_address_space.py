@@ -4,8 +4,7 @@ from refimpl.ak import MUST
 from refimpl.hw import X86_64, Access, Machine, MiB, PageFault
 from refimpl.kernel import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace,
                             AllocationKind, AllocationStrategy, AnonymousVMObject,
-                            MemoryManager, PagePurpose, Program, Region, SimThread,
-                            VirtualRange, explore, read_user_memory, replay,
+                            MemoryManager, PagePurpose, VirtualRange, read_user_memory,
                             write_user_memory)
 from refimpl.kernel.invariants import (KernelSnapshot, address_space_violations,
                                        page_table_refcount_violations,
@@ -229,62 +228,6 @@ def test_every_failure_of_page_fault_handling_leaves_no_trace():
     assert sweep_allocation_failures(cow_fault)[AllocationKind.PHYSICAL_PAGE] == 1
 
 
-# Two threads allocating in one address space -------------------------------------------------
-
-def _allocating_threads(place):
-    mm = new_kernel(cpus=2)
-    space = MUST(AddressSpace.try_create(mm))
-    threads = [SimThread(name, place, space, name, cpu=cpu)
-               for cpu, name in enumerate(("first", "second"))]
-    return Program(threads, state=space, machine=mm.machine)
-
-
-def _unplaced_region(space, name):
-    vmobject = MUST(AnonymousVMObject.try_create_with_size(space.mm, PAGE))
-    region = MUST(Region.try_create_unplaced(space.mm, vmobject, 0, name, Region.Access.READ))
-    vmobject.unref()
-    return region
-
-
-def find_a_hole_then_insert(space, name):
-    """The shape before e852a69a069/07f3d09c552: choose a range, commit the region later."""
-    region = _unplaced_region(space, name)
-    hole = MUST(space.region_tree.allocate_range_anywhere(PAGE))
-    yield f"{name} found {hole}"
-    space.region_tree.insert(region, hole)
-    yield f"{name} inserted"
-
-
-def place_under_the_tree_lock(space, name):
-    """Finding and inserting in one critical section, as place_anywhere does."""
-    region = _unplaced_region(space, name)
-    lock = space.region_tree.get_lock()
-    yield from lock.acquire()
-    try:
-        hole = MUST(space.region_tree.allocate_range_anywhere(PAGE))
-        yield f"{name} found {hole} (holding the lock)"
-        space.region_tree.insert(region, hole)
-    finally:
-        lock.unlock()
-    yield f"{name} inserted"
-
-
-def test_the_scheduler_finds_the_find_then_insert_race():
-    result = explore(lambda: _allocating_threads(find_a_hole_then_insert),
-                     check=lambda space: not address_space_violations(space))
-    assert result.failure is not None and result.failing_schedule.startswith("AB")
-    assert "is not free" in result.reason  # the second insert found its range taken
-    run = replay(lambda: _allocating_threads(find_a_hole_then_insert), result.failing_schedule)
-    assert run.panic is not None and run.schedule == result.failing_schedule
-
-
-def test_no_interleaving_breaks_placement_under_the_lock():
-    result = explore(lambda: _allocating_threads(place_under_the_tree_lock),
-                     check=lambda space: not address_space_violations(space)
-                     and len(space.region_tree) == 2)
-    assert result.failure is None and result.runs >= 2
-
-
 def test_prot_none_pages_keep_their_page_table_for_a_later_mprotect(space):
     """Found by the state machine: a PROT_NONE region's page table was freed when a neighbour
     was unmapped, and mprotect then had no table to rewrite."""
@@ -294,4 +237,35 @@ def test_prot_none_pages_keep_their_page_table_for_a_later_mprotect(space):
     MUST(space.mprotect(hidden.vaddr(), PAGE, PROT_READ))
     assert MUST(read_user_memory(space, hidden.vaddr(), 1)) == b"\0"
     assert read_user_memory(space, hidden.vaddr() + PAGE, 1).error().code() == 14
+    check(space)
+
+
+# m_lock, taken where SerenityOS takes it at f0f97e1db02 ---------------------------------------
+
+def test_the_address_space_lock_guards_placement_removal_and_lookup(space):
+    """With m_lock held by another context (another CPU), each of these would have to wait:
+    plain code cannot, so it panics naming the lock. The tree's lock alone is not enough for
+    lookups and removals either: they take it inside m_lock."""
+    from refimpl.ak import KernelPanic
+    from refimpl.kernel.locking import ExecutionContext, running_as
+
+    region = MUST(space.allocate_region(2 * PAGE, mmap=True))
+    other_cpu = ExecutionContext("other CPU")
+    calls = {
+        "allocate_region": lambda: space.allocate_region(PAGE),
+        "take_region": lambda: space.take_region(region),
+        "find_region_containing": lambda: space.find_region_containing(region.vaddr()),
+        "find_region_from_range": lambda: space.find_region_from_range(region.range),
+        "find_regions_intersecting": lambda: space.find_regions_intersecting(region.range),
+        "munmap (split)": lambda: space.unmap_mmap_range(region.vaddr(), PAGE),
+    }
+    for lock in (space.get_lock(), space.region_tree.get_lock()):
+        with running_as(other_cpu):
+            lock.lock()
+        for call in calls.values():
+            with pytest.raises(KernelPanic, match="would spin forever"):
+                call()
+        with running_as(other_cpu):
+            lock.unlock()
+    assert space.find_region_containing(region.vaddr()) is region
     check(space)

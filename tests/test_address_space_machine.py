@@ -8,6 +8,8 @@ every step the §17 invariants are checked on the real kernel: regions do not ov
 with the tree's keys and gaps, lookups equal a brute-force scan, page-table refcounts equal
 present PDEs, every present user PTE maps its region's VMObject page with the right rights, no
 writable PTE maps a zero or CoW page, free + used pages == total, and munmap leaves no PTE.
+Kernel threads come and go beside them: their stacks are kernel regions, and the kernel's
+RegionTree must stay sound with every page of every kernel region mapped where it says.
 """
 
 from hypothesis import settings
@@ -21,8 +23,9 @@ from refimpl.kernel import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Address
                             MemoryManager, PagePurpose, read_user_memory, write_user_memory)
 from refimpl.kernel.syscalls import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, sys_mmap
 from refimpl.kernel.invariants import (address_space_violations,
-                                       brute_force_region_containing,
+                                       brute_force_region_containing, kernel_region_violations,
                                        page_table_refcount_violations, physical_page_violations)
+from refimpl.kernel.thread import Thread
 
 PAGE = 4096
 WINDOW = 40  # pages where specific placements, munmap and mprotect aim
@@ -37,6 +40,7 @@ class AddressSpaceMachine(RuleBasedStateMachine):
         space = MUST(AddressSpace.try_create(self.mm))
         self.spaces = [space]
         self.models = [{}]
+        self.threads = []  # kernel threads: their stacks are kernel regions
 
     # helpers -------------------------------------------------------------------------------
 
@@ -207,12 +211,29 @@ class AddressSpaceMachine(RuleBasedStateMachine):
         self.spaces.pop(i).destroy()
         self.models.pop(i)
 
+    @precondition(lambda self: len(self.threads) < 3)
+    @rule()
+    def create_thread(self):
+        thread = MUST(Thread.try_create(self.mm, f"t{len(self.threads)}"))
+        assert self.mm.kernel_region_from_vaddr(thread.kernel_stack_top() - 1) is \
+            thread.kernel_stack_region
+        self.threads.append(thread)
+
+    @precondition(lambda self: self.threads)
+    @rule(index=st.integers(0, 2))
+    def exit_thread(self, index):
+        thread = self.threads.pop(index % len(self.threads))
+        base = thread.kernel_stack_base()
+        thread.destroy()
+        assert self.mm.kernel_region_from_vaddr(base) is None
+
     # invariants ----------------------------------------------------------------------------
 
     @invariant()
     def kernel_state_is_consistent(self):
         for space in self.spaces:
             assert address_space_violations(space) == []
+        assert kernel_region_violations(self.mm) == []
         assert page_table_refcount_violations(self.mm) == []
         assert physical_page_violations(self.mm) == []
 
@@ -229,6 +250,8 @@ class AddressSpaceMachine(RuleBasedStateMachine):
     def teardown(self):
         for space in self.spaces:
             space.destroy()
+        for thread in self.threads:
+            thread.destroy()
         leaked = [page for page in self.mm.live_physical_pages()
                   if page.purpose in (PagePurpose.USER, PagePurpose.PAGE_DIRECTORY)
                   and page.may_return_to_freelist.value]

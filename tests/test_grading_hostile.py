@@ -55,10 +55,10 @@ for index in range(position, steps):
 send({"finished": True})
 os._exit(0)
 """, [W, W, W, P]),
-    "reads-the-solutions": (f"""
+    "reads-the-solutions": ("""
 import pathlib, refimpl
 found = []
-for folder in (pathlib.Path(refimpl.__file__).parents[1] / "solutions", pathlib.Path({{solutions!r}})):
+for folder in (pathlib.Path(refimpl.__file__).parents[1] / "solutions", pathlib.Path({solutions!r})):
     try:
         found.append((folder / "t1-numbers.ipynb").read_text())
     except OSError as error:

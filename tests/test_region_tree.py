@@ -33,40 +33,40 @@ def tree_with(mm, *ranges, pages=64):
 
 def test_anywhere_packs_from_the_bottom_and_takes_the_first_hole_that_fits(mm):
     tree = tree_with(mm)
-    first = MUST(tree.allocate_range_anywhere(2 * PAGE))
+    first = MUST(tree._allocate_range_anywhere(2 * PAGE))
     assert first == VirtualRange(BASE, 2 * PAGE)
     tree = tree_with(mm, (BASE + 3 * PAGE, PAGE), (BASE + 5 * PAGE, PAGE))
     # holes: 3 pages at BASE, 1 page at +4, 58 pages at +6; first fit wants size + one page
-    assert MUST(tree.allocate_range_anywhere(PAGE)) == VirtualRange(BASE, PAGE)
-    assert MUST(tree.allocate_range_anywhere(2 * PAGE)) == VirtualRange(BASE, 2 * PAGE)
-    assert MUST(tree.allocate_range_anywhere(3 * PAGE)) == VirtualRange(BASE + 6 * PAGE, 3 * PAGE)
+    assert MUST(tree._allocate_range_anywhere(PAGE)) == VirtualRange(BASE, PAGE)
+    assert MUST(tree._allocate_range_anywhere(2 * PAGE)) == VirtualRange(BASE, 2 * PAGE)
+    assert MUST(tree._allocate_range_anywhere(3 * PAGE)) == VirtualRange(BASE + 6 * PAGE, 3 * PAGE)
 
 
 def test_a_hole_of_exactly_the_request_is_never_used(mm):
     tree = tree_with(mm, (BASE, 16 * PAGE), (BASE + 17 * PAGE, 47 * PAGE))
     # one free page and nothing else: SerenityOS's `size + alignment` test wants two
-    assert tree.allocate_range_anywhere(PAGE).error().code() == 12
-    assert MUST(tree.allocate_range_specific(BASE + 16 * PAGE, PAGE))
+    assert tree._allocate_range_anywhere(PAGE).error().code() == 12
+    assert MUST(tree._allocate_range_specific(BASE + 16 * PAGE, PAGE))
 
 
 def test_larger_alignments_need_size_plus_alignment(mm):
     tree = tree_with(mm, (BASE, 16 * PAGE), (BASE + 48 * PAGE, 16 * PAGE))
     # the hole [16, 48) has 32 pages: 16 pages aligned to 16 pages fit, from the aligned base
-    assert MUST(tree.allocate_range_anywhere(16 * PAGE, 16 * PAGE)) == \
+    assert MUST(tree._allocate_range_anywhere(16 * PAGE, 16 * PAGE)) == \
         VirtualRange(BASE + 16 * PAGE, 16 * PAGE)
     tree = tree_with(mm, (BASE, 16 * PAGE), (BASE + 47 * PAGE, 17 * PAGE))
     # 31 pages would hold it at BASE + 16 pages, but the test wants 32 (SerenityOS's FIXME)
-    assert tree.allocate_range_anywhere(16 * PAGE, 16 * PAGE).error().code() == 12
+    assert tree._allocate_range_anywhere(16 * PAGE, 16 * PAGE).error().code() == 12
 
 
 def test_specific_checks_every_byte(mm):
     tree = tree_with(mm, (BASE + 4 * PAGE, 2 * PAGE))
-    assert tree.allocate_range_specific(BASE + 3 * PAGE, 2 * PAGE).error().code() == 17
-    assert tree.allocate_range_specific(BASE + 5 * PAGE, PAGE).error().code() == 17
-    assert MUST(tree.allocate_range_specific(BASE + 6 * PAGE, PAGE))
-    assert tree.allocate_range_specific(BASE + 63 * PAGE, 2 * PAGE).error().code() == 12
-    assert tree.allocate_range_specific(BASE + 1, PAGE).error().code() == 22
-    assert tree.allocate_range_specific(BASE, 0).error().code() == 22
+    assert tree._allocate_range_specific(BASE + 3 * PAGE, 2 * PAGE).error().code() == 17
+    assert tree._allocate_range_specific(BASE + 5 * PAGE, PAGE).error().code() == 17
+    assert MUST(tree._allocate_range_specific(BASE + 6 * PAGE, PAGE))
+    assert tree._allocate_range_specific(BASE + 63 * PAGE, 2 * PAGE).error().code() == 12
+    assert tree._allocate_range_specific(BASE + 1, PAGE).error().code() == 22
+    assert tree._allocate_range_specific(BASE, 0).error().code() == 22
 
 
 def test_randomized_is_reproducible_and_free(mm):
@@ -86,7 +86,7 @@ def test_randomized_is_reproducible_and_free(mm):
 def test_insert_refuses_taken_ranges_and_remove_is_by_identity(mm):
     tree = tree_with(mm, (BASE, 2 * PAGE))
     with pytest.raises(KernelPanic, match="is not free"):
-        tree.insert(make_region(mm), VirtualRange(BASE + PAGE, PAGE))
+        tree._insert(make_region(mm), VirtualRange(BASE + PAGE, PAGE))
     stranger = make_region(mm)
     stranger.range = VirtualRange(BASE, 2 * PAGE)
     assert tree.remove(stranger) is False

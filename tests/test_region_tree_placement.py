@@ -27,7 +27,7 @@ def answers(result):
 
 def same_answers(index, scan):
     for pages, alignment in REQUESTS:
-        ours = index.allocate_range_anywhere(pages * PAGE, alignment * PAGE)
+        ours = index._allocate_range_anywhere(pages * PAGE, alignment * PAGE)
         theirs = scan.try_allocate_anywhere(pages * PAGE, alignment * PAGE)
         assert answers(ours) == answers(theirs), (pages, alignment, index.gaps())
 
@@ -41,9 +41,9 @@ def test_allocate_range_anywhere_equals_serenityos_scan(base_page, steps):
     index, scan = RegionTree(total), ScanRegionTree(total)
     for kind, argument in steps:
         if kind == "anywhere":
-            placed = index.allocate_range_anywhere(argument[0] * PAGE, argument[1] * PAGE)
+            placed = index._allocate_range_anywhere(argument[0] * PAGE, argument[1] * PAGE)
         elif kind == "specific":
-            placed = index.allocate_range_specific(total.base + argument[0] * PAGE,
+            placed = index._allocate_range_specific(total.base + argument[0] * PAGE,
                                                    argument[1] * PAGE)
             assert answers(placed) == answers(scan.try_allocate_specific(
                 total.base + argument[0] * PAGE, argument[1] * PAGE)) or placed.is_error()
@@ -55,7 +55,7 @@ def test_allocate_range_anywhere_equals_serenityos_scan(base_page, steps):
                 scan.remove(scan.regions()[argument % len(regions)])
             placed = None
         if placed is not None and not placed.is_error():
-            index.insert(unbacked_region(), placed.value())
+            MUST(index.place_specifically(unbacked_region(), placed.value()))
             scan.insert(unbacked_region(), placed.value())
         same_answers(index, scan)
     assert region_tree_violations(index) == []
@@ -64,7 +64,7 @@ def test_allocate_range_anywhere_equals_serenityos_scan(base_page, steps):
 def test_packed_trees_reach_the_tail(mm):
     scan, index = packed_trees(mm, 50)
     expected = VirtualRange(0x100_0000 + 99 * PAGE, PAGE)
-    assert MUST(scan.try_allocate_anywhere(PAGE)) == MUST(index.allocate_range_anywhere(PAGE)) \
+    assert MUST(scan.try_allocate_anywhere(PAGE)) == MUST(index._allocate_range_anywhere(PAGE)) \
         == expected
 
 

@@ -4,6 +4,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
+from refimpl.ak import MUST  # noqa: E402
 from refimpl.history.region_tree_scan import unbacked_region  # noqa: E402
 from refimpl.kernel import RegionTree, VirtualRange  # noqa: E402
 from refimpl.viz.placement import (FirstFitExplorer, FirstFitModel, plot_mappings,  # noqa: E402
@@ -17,8 +18,8 @@ def small_tree():
     """Regions at pages 2, 5-6 and 10 of 16: holes of 2, 2, 3 and 5 pages."""
     tree = RegionTree(VirtualRange(BASE, 16 * PAGE))
     for first, pages in ((2, 1), (5, 2), (10, 1)):
-        tree.insert(unbacked_region(name=f"r{first}"), VirtualRange(BASE + first * PAGE,
-                                                                    pages * PAGE))
+        MUST(tree.place_specifically(unbacked_region(name=f"r{first}"),
+                                     VirtualRange(BASE + first * PAGE, pages * PAGE)))
     return tree
 
 

@@ -20,4 +20,9 @@ imports from here.
 - `holes_first_version` (lesson 06, 02a95a196f0 and 9765f9f67ed): holes found in the region
   tree, with the first version's two bugs and the off-by-one of the first fix.
 - `region_tree_scan` (lesson 06, ffe2e77eba1): SerenityOS's RegionTree, scanning every region.
+- `atomic_place` (lesson 07, before e852a69a069 and 07f3d09c552): find a range, then insert;
+  sys$mmap losing MAP_RANDOMIZED (fixed in 858b196c595) and the hint; a failed map() leaving a
+  freed region in the tree (fixed in 4edae21bd13).
+- `kernel_tree_locks` (lesson 08, before f0f97e1db02 and 0a83c035469): the kernel tree looked up
+  and edited without its lock, and a kernel region unregistered before it is unmapped.
 """

@@ -125,7 +125,7 @@ class AddressSpaceWithRangeAllocator(AddressSpace):
         if placed.is_error():
             region.destroy()
             return placed
-        self.region_tree.insert(region, placed.value())  # the second tree, kept in step
+        MUST(self.region_tree.place_specifically(region, placed.value()))  # kept in step
         mapped = region.map(self.page_directory)
         if mapped.is_error():
             self.region_tree.remove(region)
@@ -160,7 +160,7 @@ class AddressSpaceWithRangeAllocator(AddressSpace):
         vmobject.unref()
         region = TRY(region)
         region.mmap = source.mmap
-        self.region_tree.insert(region, source.range)
+        MUST(self.region_tree.place_specifically(region, source.range))
         TRY(region.map(self.page_directory))
         return region
 

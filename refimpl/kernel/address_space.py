@@ -26,6 +26,7 @@ from refimpl.hw import PageFault
 from refimpl.hw.paging import MiB
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned, page_round_up
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
+from refimpl.kernel.locking import RecursiveSpinlock
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
 from refimpl.kernel.virtual_range import ADDRESS_LIMIT, VirtualRange
@@ -46,6 +47,14 @@ class AddressSpace:
         self.page_directory = page_directory
         self.region_tree = region_tree
         self._object_address = object_address
+        self._lock = RecursiveSpinlock("AddressSpace::m_lock")
+
+    def get_lock(self) -> RecursiveSpinlock:
+        """m_lock. Taken, as at f0f97e1db02, where regions are placed (with a VMObject, or split
+        pieces), taken out, looked up or all removed; the lookups and removals also take the
+        tree's lock inside it. Plain code never waits for it: a simulated thread that needs it
+        while another holds it uses `yield from space.get_lock().acquire()`."""
+        return self._lock
 
     @classmethod
     @fallible
@@ -82,9 +91,10 @@ class AddressSpace:
         self._mm.kfree(self._object_address)
 
     def remove_all_regions(self) -> None:
-        for region in self.region_tree.regions():
-            self.take_region(region)
-            region.destroy()
+        with self._lock:
+            for region in self.region_tree.regions():
+                self.take_region(region)
+                region.destroy()
 
     # Allocating regions ------------------------------------------------------------------------
 
@@ -135,14 +145,15 @@ class AddressSpace:
         region = TRY(Region.try_create_unplaced(self._mm, vmobject, offset_in_vmobject, name,
                                                 Access(prot), shared=bool(shared)))
         region.mmap = bool(mmap)
-        if address is None:
-            placed = self.region_tree.place_anywhere(region, size, alignment, bool(randomize))
-        elif replace:
-            return self._place_replacing(region, VirtualRange(VirtualAddress(address), size))
-        else:
-            placed = self.region_tree.place_specifically(
-                region, VirtualRange(VirtualAddress(address), size))
-        return self._map_placed_region(region, placed)
+        with self._lock:
+            if address is None:
+                placed = self.region_tree.place_anywhere(region, size, alignment, bool(randomize))
+            elif replace:
+                return self._place_replacing(region, VirtualRange(VirtualAddress(address), size))
+            else:
+                placed = self.region_tree.place_specifically(
+                    region, VirtualRange(VirtualAddress(address), size))
+            return self._map_placed_region(region, placed)
 
     def _check_region_request(self, size: int, address: int | None, alignment: int, prot: int,
                               name: str) -> Error | None:
@@ -216,7 +227,7 @@ class AddressSpace:
             return tables
         for old, pieces in plans:
             if pieces is None:
-                self.region_tree.remove(old)
+                self.take_region(old)
             else:
                 self._replace_region(old, pieces, release_hole=False)
         MUST(self.region_tree.place_specifically(region, wanted))
@@ -255,13 +266,15 @@ class AddressSpace:
     def take_region(self, region: Region) -> bool:
         """Take `region` out of the tree, leaving it to the caller; False if it was not in it.
         Every removal goes through here, as in SerenityOS."""
-        return self.region_tree.remove(region)
+        with self._lock:
+            return self.region_tree.remove(region)  # under the tree's lock too
 
     # Finding regions -----------------------------------------------------------------------------
 
     def find_region_from_range(self, wanted: VirtualRange) -> Region | None:
         """The region that is exactly `wanted`, its size rounded up to pages."""
-        region = self.region_tree.find_region_containing(wanted.base)
+        with self._lock, self.region_tree.get_lock():
+            region = self.region_tree.find_region_containing(wanted.base)
         if region is None or region.range.base != wanted.base or \
                 region.size() != page_round_up(wanted.size):
             return None
@@ -270,10 +283,45 @@ class AddressSpace:
     def find_region_containing(self, wanted: int | VirtualRange) -> Region | None:
         if not isinstance(wanted, VirtualRange):
             check_int("address", wanted)
-        return self.region_tree.find_region_containing(wanted)
+        with self._lock, self.region_tree.get_lock():
+            return self.region_tree.find_region_containing(wanted)
 
     def find_regions_intersecting(self, wanted: VirtualRange) -> list[Region]:
-        return self.region_tree.find_regions_intersecting(wanted)
+        with self._lock, self.region_tree.get_lock():
+            return self.region_tree.find_regions_intersecting(wanted)
+
+    # The same for simulated threads (refimpl.kernel.scheduler): they yield where another CPU may
+    # run, and wait for a held lock instead of spinning.
+
+    def allocate_region_steps(self, size: int, name: str):
+        """allocate_region in a simulated thread: `region = yield from ...` (read-write,
+        placed anywhere; a KernelPanic if it fails)."""
+        vmobject = MUST(AnonymousVMObject.try_create_with_size(self._mm, page_round_up(size)))
+        region = MUST(Region.try_create_unplaced(self._mm, vmobject, 0, name,
+                                                 Access.READ | Access.WRITE))
+        vmobject.unref()
+        yield from self._lock.acquire()
+        try:
+            error = yield from self.region_tree.place_anywhere_steps(region, page_round_up(size))
+            VERIFY(error is None, f"placing {name!r}: {error}")
+            MUST(region.map(self.page_directory))
+        finally:
+            self._lock.unlock()
+        yield f"{name} placed at {region.range} and mapped"
+        return region
+
+    def find_region_containing_steps(self, address: int):
+        """find_region_containing in a simulated thread: `region = yield from ...`."""
+        tree_lock = self.region_tree.get_lock()
+        yield from self._lock.acquire()
+        try:
+            yield from tree_lock.acquire()
+            try:
+                return (yield from self.region_tree.find_region_containing_steps(address))
+            finally:
+                tree_lock.unlock()
+        finally:
+            self._lock.unlock()
 
     # Splitting, munmap and mprotect --------------------------------------------------------------
 
@@ -305,12 +353,15 @@ class AddressSpace:
         """Put `pieces` where `source` was and retire it. Cannot fail: the pieces' PTEs are the
         source's (same pages), so only the pages no piece covers are released (unless
         `release_hole` is False: a MAP_FIXED region is about to be mapped over them), and
-        pieces whose access differs are remapped over existing page tables."""
+        pieces whose access differs are remapped over existing page tables. The pieces go in
+        through place_specifically, the only way into the tree; they cannot fail to fit where
+        `source` just was, under the lock."""
         directory = source.page_directory
-        self.take_region(source)
-        for region, piece in pieces:
-            MUST(self.region_tree.place_specifically(region, piece))  # where `source` was
-            region.page_directory = directory
+        with self._lock:
+            self.take_region(source)
+            for region, piece in pieces:
+                MUST(self.region_tree.place_specifically(region, piece))
+                region.page_directory = directory
         for page_index in range(source.page_count()):
             vaddr = source.vaddr_from_page_index(page_index)
             if release_hole and not any(piece.contains(vaddr) for _, piece in pieces):

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from refimpl.ak import TRY, VERIFY, Errno, Error, check_int, fallible
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress, is_page_aligned
-from refimpl.kernel.memory_manager import ShouldZeroFill
-from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
+from refimpl.kernel.physical_page import (MayReturnToFreeList, PagePurpose, PhysicalPage,
+                                          ShouldZeroFill)
 from refimpl.kernel.vmobject import VMObject
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from refimpl.hw import PTEFlags, mapped_pages
+from refimpl.hw import PTEFlags, mapped_pages, trace_walk
 from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.address_space import AddressSpace
 from refimpl.kernel.gap_tree import GapNode, GapTree
@@ -171,6 +171,32 @@ def address_space_violations(space: AddressSpace) -> list[str]:
     return problems
 
 
+def kernel_region_violations(mm: MemoryManager) -> list[str]:
+    """The kernel RegionTree's invariants (no overlap, keys, gaps), and every page of every
+    mapped kernel region mapped where it says: a present, supervisor-only PTE in the kernel
+    directory naming the frame the region's VMObject holds at that slot."""
+    problems = region_tree_violations(mm.region_tree)
+    memory, cr3 = mm.machine.memory, mm.kernel_page_directory().cr3()
+    for region in mm.region_tree.regions():
+        if region.vmobject is None:
+            continue  # an unbacked reservation (kernel image, kmalloc range)
+        if region.page_directory is not mm.kernel_page_directory():
+            problems.append(f"{region!r} is in the kernel tree but not mapped in the kernel "
+                            f"directory")
+            continue
+        for index in range(region.page_count()):
+            walk = trace_walk(memory, cr3, region.vaddr_from_page_index(index))
+            page = region.physical_page(index)
+            if walk.faulted:
+                problems.append(f"{region!r} page {index} has no present PTE")
+            elif page is None or walk.physical_address // PAGE_SIZE != page.paddr() // PAGE_SIZE:
+                problems.append(f"{region!r} page {index} maps frame "
+                                f"{walk.physical_address // PAGE_SIZE:#x}, not its page")
+            elif walk.steps[-1].flags & PTEFlags.USER_SUPERVISOR:
+                problems.append(f"{region!r} page {index} is user-accessible")
+    return problems
+
+
 _STATE_FLAGS = ~(PTEFlags.ACCESSED | PTEFlags.DIRTY)
 
 
@@ -185,6 +211,7 @@ class KernelSnapshot:
     directories: tuple[int, ...]
     mappings: tuple[tuple[int, tuple[tuple[int, int, int], ...]], ...]
     regions: tuple = ()
+    kernel_regions: tuple = ()
 
     @staticmethod
     def take(mm: MemoryManager, spaces: tuple[AddressSpace, ...] = ()) -> KernelSnapshot:
@@ -206,6 +233,8 @@ class KernelSnapshot:
             mappings=tuple(mappings),
             regions=tuple(tuple(_region_state(region) for region in space.region_tree.regions())
                           for space in spaces),
+            kernel_regions=tuple((region.range, region.name)
+                                 for region in mm.region_tree.regions()),
         )
 
     def differences(self, other: KernelSnapshot) -> list[str]:

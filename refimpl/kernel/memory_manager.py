@@ -26,30 +26,31 @@ with no PhysicalPage) is a VERIFY failure and raises KernelPanic, before any sta
 
 from __future__ import annotations
 
-import enum
-
 from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, check_int, fallible
-from refimpl.hw import CPU, Machine, PTEFlags
+from refimpl.hw import CPU, Machine, MiB, PTEFlags
 from refimpl.kernel.address import PAGE_SIZE, PhysicalAddress, VirtualAddress
 from refimpl.kernel.allocation import AllocationCounters, AllocationKind
+from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
 from refimpl.kernel.kmalloc import KmallocHeap
+from refimpl.kernel.locking import RecursiveSpinlock
 from refimpl.kernel.layout import BOOT_PD_KERNEL_PT1023, KernelLayout
 from refimpl.kernel.page_directory import PageDirectory
 from refimpl.kernel.page_table_entry import (PageDirectoryEntry, PageTableEntry,
                                              TableWindow)
-from refimpl.kernel.physical_page import MayReturnToFreeList, PagePurpose, PhysicalPage
+from refimpl.kernel.physical_page import (MayReturnToFreeList, PagePurpose, PhysicalPage,
+                                          ShouldZeroFill)
 from refimpl.kernel.physical_region import PhysicalRegion
+from refimpl.kernel.region import Access, Region
+from refimpl.kernel.region_tree import RegionTree
 from refimpl.kernel.prekernel import BootInfo, build_boot_page_tables
-
-
-class ShouldZeroFill(enum.Enum):
-    NO = False
-    YES = True
+from refimpl.kernel.virtual_range import VirtualRange
 
 
 class MemoryManager:
     page_directory_class = PageDirectory
     """The PageDirectory type of this kernel (lesson 03's "before" kernel uses a subclass)."""
+    region_tree_class = RegionTree
+    """The kernel RegionTree's type (lesson 07's "before" kernel uses one with the old API)."""
 
     def __init__(self, machine: Machine, initial_kmalloc_pages: int = 4) -> None:
         self.machine = machine
@@ -74,6 +75,9 @@ class MemoryManager:
         self._adopt_kernel_image(boot)
         self._kernel_page_directory = self.page_directory_class.must_create_kernel_page_directory(
             self, boot)
+        self.mm_lock = RecursiveSpinlock("s_mm_lock")
+        self.region_tree = self.region_tree_class(kernel_virtual_range(layout))
+        self._reserve_kernel_ranges()
         self.kmalloc_heap = KmallocHeap(self)
         MUST(self.kmalloc_heap.enable_expansion())
         self.shared_zero_page = MUST(self.allocate_physical_page(
@@ -317,3 +321,126 @@ class MemoryManager:
 
     def kfree(self, address: int) -> None:
         self.kmalloc_heap.kfree(address)
+
+    # The kernel's regions (e8f543c3908, e852a69a069, f0f97e1db02, 0a83c035469) ----------------------
+    #
+    # Kernel regions live in one RegionTree over the kernel's virtual range, which is the only
+    # record of what is free there. Each is owned by whoever allocated it (a thread's kernel stack,
+    # a buffer) and leaves the tree when destroyed. `s_mm_lock` is modelled only where these
+    # functions take it.
+
+    def _reserve_kernel_ranges(self) -> None:
+        """Unbacked regions, never freed, so that nothing else is placed where the kernel image
+        (the whole 2 MiB page directory entry around it, as SerenityOS) and the kmalloc range
+        are. SerenityOS places its kmalloc range anywhere (64 MiB, 1 MiB aligned); this
+        simulation's heap grows at a fixed address (`KernelLayout.kmalloc_range_base`), so it is
+        reserved there. The PhysicalPageEntry array is Python here and needs no range."""
+        layout = self.layout
+        start = layout.kernel_load_base & ~(2 * MiB - 1)
+        end = (layout.image_vaddr(layout.kernel_image_pages) & ~(2 * MiB - 1)) + 2 * MiB
+        for name, base, size in (("kernel image", start, end - start),
+                                 ("kmalloc", layout.kmalloc_range_base, layout.kmalloc_range_size)):
+            MUST(self.region_tree.place_specifically(Region.create_unbacked(self, name),
+                                                     VirtualRange(VirtualAddress(base), size)))
+
+    @fallible
+    def allocate_kernel_region(self, size: int, name: str,
+                               access: Access = Access.READ | Access.WRITE,
+                               strategy: AllocationStrategy = AllocationStrategy.NONE,
+                               cacheable: bool = True):
+        """ErrorOr[Region]: `size` bytes of new anonymous kernel memory, placed and mapped."""
+        if size <= 0 or size % PAGE_SIZE:
+            return Error.from_errno(Errno.EINVAL, f"kernel region size {size:#x} is not a "
+                                                  f"positive multiple of the page size")
+        vmobject = TRY(AnonymousVMObject.try_create_with_size(self, size, strategy))
+        result = self.allocate_kernel_region_with_vmobject(vmobject, size, name, access, cacheable)
+        vmobject.unref()  # the region holds its own reference, if it was made
+        return result
+
+    @fallible
+    def allocate_kernel_region_with_vmobject(self, vmobject: AnonymousVMObject, size: int,
+                                             name: str, access: Access = Access.READ |
+                                             Access.WRITE, cacheable: bool = True):
+        """ErrorOr[Region] mapping the first `size` bytes of `vmobject`: an unplaced Region,
+        then one place_anywhere, then map (e852a69a069). If mapping fails the region is
+        destroyed, and destroying a kernel region takes it out of the tree, as ~Region did.
+        (A user region had no such path: AddressSpace left it in its tree until 4edae21bd13.)"""
+        if size <= 0 or size % PAGE_SIZE or size > vmobject.size():
+            return Error.from_errno(Errno.EINVAL, f"kernel region size {size:#x} does not fit "
+                                                  f"the VMObject ({vmobject.size():#x} bytes)")
+        region = TRY(Region.try_create_unplaced(self, vmobject, 0, name, access, cacheable))
+        placed = self.region_tree.place_anywhere(region, size)
+        if placed.is_error():
+            region.destroy()
+            return placed
+        mapped = region.map(self.kernel_page_directory())
+        if mapped.is_error():
+            region.destroy()
+            return mapped
+        return region
+
+    def kernel_region_from_vaddr(self, vaddr: int) -> Region | None:
+        """The kernel region holding `vaddr`, or None; under s_mm_lock and, since f0f97e1db02,
+        the tree's lock, so that no insert on another CPU is half done while it looks."""
+        if self.layout.is_user_address(vaddr):
+            return None
+        with self.mm_lock, self.region_tree.get_lock():
+            return self.region_tree.find_region_containing(vaddr)
+
+    def unregister_kernel_region(self, region: Region) -> None:
+        """Take a kernel region out of the tree (from Region.destroy, after its unmap). A region
+        that was never placed in it (the AP boot identity mapping) is simply not found."""
+        VERIFY(region.is_kernel(), f"{region!r} is not a kernel region")
+        with self.mm_lock:
+            self.region_tree.remove(region)  # under the tree's lock too (f0f97e1db02)
+
+    # ... and the same for simulated threads (refimpl.kernel.scheduler): they yield where another
+    # CPU may run, and wait for a held lock instead of spinning.
+
+    def allocate_kernel_region_steps(self, size: int, name: str,
+                                     access: Access = Access.READ | Access.WRITE,
+                                     strategy: AllocationStrategy = AllocationStrategy.NONE):
+        """allocate_kernel_region in a simulated thread: `region = yield from ...` (a KernelPanic
+        if it fails: the tests that use it have memory to spare)."""
+        vmobject = MUST(AnonymousVMObject.try_create_with_size(self, size, strategy))
+        region = MUST(Region.try_create_unplaced(self, vmobject, 0, name, access))
+        vmobject.unref()
+        error = yield from self.region_tree.place_anywhere_steps(region, size)
+        VERIFY(error is None, f"placing {name!r}: {error}")
+        yield f"{name} placed at {region.range}"
+        MUST(region.map(self.kernel_page_directory()))
+        yield f"{name} mapped"
+        return region
+
+    def kernel_region_from_vaddr_steps(self, vaddr: int):
+        """kernel_region_from_vaddr in a simulated thread: `region = yield from ...`."""
+        tree_lock = self.region_tree.get_lock()
+        yield from self.mm_lock.acquire()
+        try:
+            yield from tree_lock.acquire()
+            try:
+                return (yield from self.region_tree.find_region_containing_steps(vaddr))
+            finally:
+                tree_lock.unlock()
+        finally:
+            self.mm_lock.unlock()
+
+    def unregister_kernel_region_steps(self, region: Region):
+        """unregister_kernel_region in a simulated thread."""
+        tree_lock = self.region_tree.get_lock()
+        yield from self.mm_lock.acquire()
+        try:
+            yield from tree_lock.acquire()
+            try:
+                yield from self.region_tree.remove_steps(region)
+            finally:
+                tree_lock.unlock()
+        finally:
+            self.mm_lock.unlock()
+
+
+def kernel_virtual_range(layout: KernelLayout) -> VirtualRange:
+    """What the kernel's RegionTree covers: its GiB from 2 MiB in (the first 2 MiB map the
+    prekernel) up to KERNEL_PD_END (MemoryManager.cpp's kernel_virtual_range, e8f543c3908)."""
+    base = layout.kernel_mapping_base + 2 * MiB
+    return VirtualRange(VirtualAddress(base), layout.kernel_pd_end - base)

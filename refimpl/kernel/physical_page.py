@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from refimpl.kernel.memory_manager import MemoryManager
 
 
+class ShouldZeroFill(enum.Enum):
+    """Whether a newly allocated physical page is cleared (MemoryManager.h)."""
+
+    NO = False
+    YES = True
+
+
 class MayReturnToFreeList(enum.Enum):
     NO = False
     YES = True

@@ -78,10 +78,37 @@ class Region(Weakable):
         vmobject.add_region(region)
         return region
 
+    @staticmethod
+    def create_unbacked(mm: MemoryManager | None, name: str) -> Region:
+        """A region with no VMObject that only reserves its range once placed, and is never
+        mapped or destroyed (Region::create_unbacked, e852a69a069: the kernel image and the
+        kmalloc range). Unlike SerenityOS's, it takes no kernel heap (the heap may not exist yet
+        when the MemoryManager reserves these). `mm` may be None for a tree outside any kernel."""
+        return Region(mm, None, 0, name, Access.READ, True, False, VirtualAddress(0))
+
     def destroy(self) -> None:
-        """Unmap if mapped, drop the VMObject reference and free the object (C++ ~Region)."""
+        """Unmap if mapped, leave the kernel's RegionTree, drop the VMObject reference and free
+        the object (C++ ~Region). Unmapping comes first: once out of the tree, the range may be
+        given to another region, whose PTEs a later unmap would clear (0a83c035469)."""
         if self.page_directory is not None:
             self.unmap()
+        if self.is_kernel():
+            self._mm.unregister_kernel_region(self)
+        self._release()
+
+    def destroy_steps(self):
+        """destroy() in a simulated thread (refimpl.kernel.scheduler): unmap, let another CPU
+        run, then unregister (waiting for the locks) and free."""
+        if self.page_directory is not None:
+            self.unmap()
+            yield f"{self.name} unmapped"
+        if self.is_kernel():
+            yield from self._mm.unregister_kernel_region_steps(self)
+            yield f"{self.name} unregistered"
+        self._release()
+
+    def _release(self) -> None:
+        """What ~Region does after unmapping and unregistering."""
         self.vmobject.remove_region(self)
         self.vmobject.unref()
         self.revoke_weak_ptrs()
@@ -121,6 +148,12 @@ class Region(Weakable):
 
     def is_executable(self) -> bool:
         return bool(self.access & Access.EXECUTE)
+
+    def is_kernel(self) -> bool:
+        """Placed below the user range or in the kernel's GiB (Region::is_kernel)."""
+        layout = self._mm.layout
+        return self.range is not None and (self.range.base < layout.user_range_base or
+                                           self.range.base >= layout.kernel_mapping_base)
 
     def is_user(self) -> bool:
         layout = self._mm.layout

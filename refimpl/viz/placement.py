@@ -3,7 +3,7 @@ matplotlib figures (mappings side by side, and the scan's cost against the index
 
 `FirstFitModel` reads a RegionTree and a request (pages, alignment) and says what the strip
 shows: every region and hole of the tree's total range, which holes pass SerenityOS's
-`size + alignment` test, where `allocate_range_anywhere` puts the request, and how many regions
+`size + alignment` test, where `place_anywhere` puts the request, and how many regions
 SerenityOS's scan looks at to get there. `FirstFitExplorer` is its thin ipywidgets view.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 
 from refimpl.kernel.address import PAGE_SIZE
+from refimpl.kernel.region import Region
 from refimpl.kernel.region_tree import RegionTree
 from refimpl.kernel.virtual_range import VirtualRange
 
@@ -55,9 +56,14 @@ class FirstFitModel:
         return sorted(pieces, key=lambda piece: piece.range.base)
 
     def placed(self) -> VirtualRange | None:
-        result = self.tree.allocate_range_anywhere(self.pages * PAGE_SIZE,
-                                                   self.alignment_pages * PAGE_SIZE)
-        return None if result.is_error() else result.value()
+        """Where `place_anywhere` puts the request: a probe region is placed, read and taken
+        out again (since e89c9ed2cac the tree answers "where" only by placing)."""
+        probe = Region.create_unbacked(None, "probe")
+        if self.tree.place_anywhere(probe, self.pages * PAGE_SIZE,
+                                    self.alignment_pages * PAGE_SIZE).is_error():
+            return None
+        self.tree.remove(probe)
+        return probe.range
 
     def regions_scanned(self) -> int:
         """Regions SerenityOS's scan looks at before it answers: every region below the hole it
