@@ -157,46 +157,33 @@ def site(args: list[str]) -> int:
                            env=tool_environment())
 
 
-def ensure_chromium() -> None:
-    """Install Debian's chromium for the browser test when we can: as root (CI, containers).
-
-    That test drives /usr/bin/chromium, never a browser Playwright downloads. About 15 s."""
-    if CHROMIUM.exists():
+def ensure_debian_packages() -> None:
+    """Install what the tests need from Debian when we can: as root (CI, containers). The
+    browser tests drive `chromium` (/usr/bin/chromium, never a browser Playwright downloads);
+    the autograder runs student code in `bubblewrap` and refuses to grade without it. About
+    15 s."""
+    missing = [package for package, present in (("chromium", CHROMIUM.exists()),
+                                                ("bubblewrap", shutil.which("bwrap")))
+               if not present]
+    if not missing:
         return
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
-        say(f"no {CHROMIUM}: the browser test will skip (sudo apt-get install chromium)")
+        say(f"not installed: {', '.join(missing)}; the browser tests skip and the autograder "
+            f"refuses to grade (sudo apt-get install {' '.join(missing)})")
         return
-    say("installing Debian's chromium for the browser test (about 15 s)")
+    say(f"installing Debian's {' and '.join(missing)} for the tests (about 15 s)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
         if subprocess.call(command, env=env, stdout=subprocess.DEVNULL):
-            say(f"`{' '.join(command)}` failed: the browser test will skip (fail under CI)")
-            return
-
-
-def ensure_bubblewrap() -> None:
-    """Install Debian's bubblewrap, which the autograder runs student code in, when we can:
-    as root (CI, containers). Without it the hostile-class tests check that grading is
-    refused. A few seconds."""
-    if shutil.which("bwrap"):
-        return
-    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
-        say("no bwrap: the autograder will refuse to grade (sudo apt-get install bubblewrap)")
-        return
-    say("installing Debian's bubblewrap for the autograder's sandbox")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "bubblewrap"]):
-        if subprocess.call(command, env=env, stdout=subprocess.DEVNULL):
-            say(f"`{' '.join(command)}` failed: the autograder will refuse to grade")
+            say(f"`{' '.join(command)}` failed: the tests that need {', '.join(missing)} will "
+                f"skip (fail under CI)")
             return
 
 
 def test(args: list[str]) -> int:
     ensure_venv()
-    ensure_chromium()
-    ensure_bubblewrap()
+    ensure_debian_packages()
     command = [str(PYTHON), "-m", "pytest"]
     if not args:
         command += ["-n", "auto", "--dist", "loadfile"]
