@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import io
 from datetime import date
 
+import matplotlib.dates as mdates
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -128,7 +129,13 @@ def timeline_figure(events: Sequence[tuple[date, str, str, str]], title: str) ->
         axes.annotate(f"{day:%Y-%m-%d}  {commit}  {what}", (day, row), textcoords="offset points",
                       xytext=(8, -3), fontsize=9)
     first, last = min(e[0] for e in events), max(e[0] for e in events)
+    # room on the right for the labels, but the time axis itself stops at the last commit
     axes.set_xlim(first - (last - first) * 0.03, last + (last - first) * 1.4)
+    axes.set_xticks([date(year, 1, 1) for year in range(first.year + 1, last.year + 1)])
+    axes.spines["bottom"].set_bounds(mdates.date2num(first), mdates.date2num(last))
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+    for side in ("top", "right", "left"):
+        axes.spines[side].set_visible(False)
     axes.set_ylim(len(events) - 0.5, -0.5)
     axes.set_yticks([])
     axes.set_xlabel("date")
