@@ -21,7 +21,7 @@ def _failing_run():
 
 def test_the_model_lists_the_steps_up_to_the_cursor_and_refuses_others():
     model = StepperModel(_failing_run())
-    assert len(model.lines()) == len(model.run.trace)
+    assert len(model.lines()) == 1
     model.set_step(2)
     assert [line.split(": ")[0] for line in model.lines()] == ["1. first", "2. second"]
     assert "found" in model.lines()[1]
@@ -43,5 +43,5 @@ def test_the_figure_fades_the_steps_after_the_cursor_only():
 def test_moving_the_slider_changes_the_text():
     stepper = InterleavingStepper(_failing_run(), "t")
     before = stepper.text.value
-    stepper.slider.value = 1
-    assert stepper.text.value != before and stepper.text.value.count("<br>") == 0
+    stepper.slider.value = 5
+    assert stepper.text.value != before and stepper.text.value.count("<br>") == 4

@@ -22,7 +22,7 @@ class StepperModel:
         if not run.trace:
             raise ValueError("the run has no steps to show")
         self.run = run
-        self.step = len(run.trace)
+        self.step = 1
 
     def set_step(self, step: int) -> None:
         if not 1 <= step <= len(self.run.trace):
