@@ -93,6 +93,13 @@ MISTAKES = {
                        "a region you took out of the tree"),
     "05-hit-rate": (("            regions.add(wanted)\n            continue\n",
                      "            regions.add(wanted)\n"), "expected (hits, lookups)"),
+    "07-place-anywhere": (("    with tree.get_lock():\n        found = tree._allocate_range_anywhere(size)\n",
+                           "    found = tree._allocate_range_anywhere(size)\n    with tree.get_lock():\n"),
+                          "the find ran without the tree's lock"),
+    "07-collides": (("return max(a_find, b_find) < min(a_insert, b_insert)",
+                     "return b_find < a_insert"), "expected False, got True"),
+    "07-aslr-lost": (("if base - address >= size + PAGE_SIZE:", "if base - address >= size:"),
+                     "expected ["),
 }
 
 

@@ -152,3 +152,12 @@ def test_before_e852a69a069_the_region_was_built_and_mapped_under_the_lock():
                                                         AllocationKind.PHYSICAL_PAGE]
     assert [region.range for region in before.region_tree.regions()] == \
         [region.range for region in after.region_tree.regions()]  # the same placement
+
+
+def test_two_allocating_threads_builds_the_lessons_programs():
+    from refimpl.history.atomic_place import two_allocating_threads
+    old = explore(two_allocating_threads(AddressSpaceBeforePlace, find_then_insert_steps),
+                  check=lambda space: not address_space_violations(space))
+    new = explore(two_allocating_threads(AddressSpace, place_steps),
+                  check=lambda space: not address_space_violations(space))
+    assert old.failing_schedule == "ABAAB" and new.failure is None

@@ -35,6 +35,7 @@ under the tree's lock; e89c9ed2cac then made the finders private. The modern cod
 from __future__ import annotations
 
 from refimpl.ak import MUST, TRY, VERIFY, Errno, Error, fallible
+from refimpl.hw import X86_64, Machine, MiB
 from refimpl.kernel.address import PAGE_SIZE, page_round_up
 from refimpl.kernel.address_space import AddressSpace
 from refimpl.kernel.anonymous_vmobject import AllocationStrategy, AnonymousVMObject
@@ -42,6 +43,7 @@ from refimpl.kernel.locking import Spinlock
 from refimpl.kernel.memory_manager import MemoryManager
 from refimpl.kernel.region import Access, Region
 from refimpl.kernel.region_tree import RegionTree
+from refimpl.kernel.scheduler import Program, SimThread
 
 MAP_FIXED, MAP_RANDOMIZED = 0x10, 0x100
 """Kernel/API/POSIX/sys/mman.h at 07f3d09c552."""
@@ -133,6 +135,23 @@ def place_steps(tree: RegionTree, region: Region, size: int):
     error = yield from tree.place_anywhere_steps(region, size)
     VERIFY(error is None, f"placing {region.name!r}: {error}")
     yield f"{region.name} placed at {region.range}"
+
+
+def two_allocating_threads(space_class: type[AddressSpace], steps, size: int = PAGE_SIZE):
+    """A `make_program` for explore()/replay(): a fresh kernel (16 MiB, one CPU) and address
+    space of `space_class`, and threads "first" and "second" each running `steps(tree, region, size)` with a new
+    unplaced region. The state handed to the check is the address space."""
+    def make() -> Program:
+        mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+        space = MUST(space_class.try_create(mm))
+        threads = []
+        for name in ("first", "second"):
+            vmobject = MUST(AnonymousVMObject.try_create_with_size(mm, size))
+            region = MUST(Region.try_create_unplaced(mm, vmobject, 0, name, Access.READ))
+            vmobject.unref()
+            threads.append(SimThread(name, steps, space.region_tree, region, size))
+        return Program(threads, state=space)
+    return make
 
 
 # The user side before 07f3d09c552, and sys$mmap at three commits -------------------------------
