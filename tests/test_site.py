@@ -22,6 +22,7 @@ import pytest
 from refimpl.site import MARKER, build_site, markdown_with_math, npm_package, rewrite_links
 from run import tool_environment
 from tests.browser_lab import CHROMIUM, CHROMIUM_FLAGS, require, sync_api
+from tests.test_course_links import BEING_WRITTEN
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE_ROOT = Path(os.environ.get("SITE_ROOT", ROOT)).resolve()
@@ -44,7 +45,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, npm_or_cache: None) -> Path:
     result = subprocess.run([sys.executable, "-m", "refimpl.site", "--root", str(COURSE_ROOT),
                              "--out", str(built)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"the build failed:\n{result.stderr[-3000:]}"
-    assert "not in the site" not in result.stderr, result.stderr
+    missing = [line for line in result.stderr.splitlines() if "not in the site" in line
+               and not any(f"links to {name}," in line for name in BEING_WRITTEN)]
+    assert missing == [], result.stderr  # a lesson on another branch may be linked already
     moved = built.with_name("moved")
     built.rename(moved)
     return moved
@@ -115,7 +118,7 @@ def test_pages_load_only_files_inside_the_site(site: Path) -> None:
 def test_links_between_pages_lead_to_pages(site: Path) -> None:
     for page in site.rglob("*.html"):
         for link in references(page).links:
-            if ABSOLUTE.match(link) or link.startswith("#"):
+            if ABSOLUTE.match(link) or link.startswith("#") or link in BEING_WRITTEN:
                 continue
             assert resolves_inside(site, page, link), f"{page.name} links to {link}: no such page"
 
