@@ -44,3 +44,4 @@ def test_moving_the_slider_redraws_the_table():
     first = table.value
     slider.value = 5
     assert table.value != first and "font-weight:bold'><td>5</td>" in table.value
+    assert "step 5 of 7: <b>lookup</b> did <i>finished</i>" in table.value

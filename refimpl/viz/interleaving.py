@@ -88,8 +88,11 @@ def _trace_html(rows: list[tuple[int, str, str, str]]) -> str:
     styles = {"done": "", "now": "background:#ffd166;font-weight:bold", "later": "color:#bbb"}
     lines = "".join(f"<tr style='{styles[when]}'><td>{number}</td><td>{escape(thread)}</td>"
                     f"<td>{escape(label)}</td></tr>" for number, thread, label, when in rows)
-    return ("<table><tr><th>step</th><th>CPU's thread</th><th>what it just did</th></tr>"
-            f"{lines}</table>")
+    number, thread, label = next(row[:3] for row in rows if row[3] == "now")
+    caption = (f"<p>step {number} of {len(rows)}: <b>{escape(thread)}</b> did "
+               f"<i>{escape(label)}</i></p>")
+    return (f"{caption}<table><tr><th>step</th><th>CPU's thread</th><th>what it just did</th>"
+            f"</tr>{lines}</table>")
 
 
 def trace_slider(run: Run):
