@@ -233,6 +233,19 @@ class RegionTree:
             return self._regions[index]
         return (yield from _torn_reads_panic(walk()))
 
+    def regions_steps(self):
+        """regions() for a simulated thread, walking in address order with a preemption point
+        after each region (an in-order walk of the real tree). Takes no lock (the caller's
+        choice); a walk that overlaps an insert can see a region twice or miss one."""
+        def walk():
+            seen, index = [], 0
+            while index < len(self._regions):
+                seen.append(self._regions[index])
+                yield "walk: visited a region"
+                index += 1
+            return seen
+        return (yield from _torn_reads_panic(walk()))
+
     def _insert_steps(self, region: Region, placed: VirtualRange):
         VERIFY(region.range is None, f"{region!r} is already placed")
         gap = self._gap_around(placed.base)

@@ -3,7 +3,8 @@ own CPU), one box per step, the step's label inside. Lessons 07 and 08 can draw 
 schedule `explore()` found, and the same threads under a lock, so that the reader sees where the
 other CPU slipped in.
 
-`interleaving_rows` is the pure model (tests read it); `plot_interleaving` draws it.
+`interleaving_rows` and `trace_until` are the pure models (tests read them); `plot_interleaving`
+and `trace_slider` draw them.
 """
 
 from __future__ import annotations
@@ -70,3 +71,37 @@ def plot_interleaving(run: Run, title: str, wrap: int = 16):
                 fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def trace_until(run: Run, step: int) -> list[tuple[int, str, str, str]]:
+    """The model behind `trace_slider`: every step of `run` as (number, thread, label, when),
+    `when` being "done", "now" (step `step`) or "later"."""
+    if not 1 <= step <= len(run.trace):
+        raise ValueError(f"step must be 1 to {len(run.trace)}, not {step}")
+    return [(number, entry.thread, entry.label,
+             "done" if number < step else "now" if number == step else "later")
+            for number, entry in enumerate(run.trace, 1)]
+
+
+def _trace_html(rows: list[tuple[int, str, str, str]]) -> str:
+    from html import escape
+    styles = {"done": "", "now": "background:#ffd166;font-weight:bold", "later": "color:#bbb"}
+    lines = "".join(f"<tr style='{styles[when]}'><td>{number}</td><td>{escape(thread)}</td>"
+                    f"<td>{escape(label)}</td></tr>" for number, thread, label, when in rows)
+    number, thread, label = next(row[:3] for row in rows if row[3] == "now")
+    caption = (f"<p>step {number} of {len(rows)}: <b>{escape(thread)}</b> did "
+               f"<i>{escape(label)}</i></p>")
+    return (f"{caption}<table><tr><th>step</th><th>CPU's thread</th><th>what it just did</th>"
+            f"</tr>{lines}</table>")
+
+
+def trace_slider(run: Run):
+    """A slider over the steps of `run`: the steps so far, the current one highlighted."""
+    import ipywidgets as widgets
+
+    slider = widgets.IntSlider(value=1, min=1, max=len(run.trace), description="step",
+                               continuous_update=True)
+    table = widgets.HTML(_trace_html(trace_until(run, 1)))
+    slider.observe(lambda change: setattr(table, "value",
+                                          _trace_html(trace_until(run, change["new"]))), "value")
+    return widgets.VBox([slider, table])
