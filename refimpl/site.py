@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -30,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import ipywidgets
 import jinja2
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
@@ -202,12 +204,17 @@ def prepared(notebook: Path, root: Path, timeout: int) -> nbformat.NotebookNode:
     note = LESSON_NOTE.format(index=index) if is_lesson(notebook, root) else EXERCISE_NOTE
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
     if is_lesson(notebook, root):
-        # The kernel's own log (that it talks over local TCP, that shutting it down interrupted
-        # it) says nothing about the lesson: a cell that fails stops the build by itself.
+        # The kernel's own log (that shutting it down interrupted it) says nothing about the
+        # lesson: a cell that fails stops the build by itself. Lessons run side by side, so
+        # their kernels talk over IPC sockets in folders of their own: a TCP port chosen free
+        # can be taken by another kernel before it is bound.
         runner = ExecutePreprocessor(timeout=timeout, kernel_name="python3",
                                      store_widget_state=True,
                                      extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
-        runner.preprocess(nb, {"metadata": {"path": str(notebook.parent)}})
+        with tempfile.TemporaryDirectory() as folder:
+            manager = KernelManager(kernel_name="python3", transport="ipc",
+                                    ip=str(Path(folder) / "kernel"))
+            runner.preprocess(nb, {"metadata": {"path": str(notebook.parent)}}, km=manager)
     return nb
 
 

@@ -7,10 +7,12 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from refimpl.grading import EXERCISES
@@ -88,7 +90,12 @@ def test_a_realistic_mistake_loses_exactly_its_exercise(graded, student):
 
 
 def executed(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    """Run `notebook` in a fresh kernel. The kernel talks over IPC sockets in a folder of its
+    own: a TCP port chosen free can be taken by another test's kernel before it is bound."""
+    with tempfile.TemporaryDirectory() as folder:
+        manager = KernelManager(kernel_name="python3", transport="ipc",
+                                ip=str(Path(folder) / "kernel"))
+        NotebookClient(notebook, km=manager, timeout=120, allow_errors=True).execute()
     return notebook
 
 
