@@ -6,13 +6,16 @@ import pytest
 
 from refimpl.ak import MUST
 from refimpl.hw import X86_64, Machine, MiB, trace_walk
+from refimpl.history.kernel_tree_races import (Observed, destroy_program, every_region_mapped,
+                                              lookup_is_right, lookup_program, removal_program,
+                                              tree_is_sound)
 from refimpl.history.kernel_tree_locks import (destroy_steps_unregistering_first,
                                                find_region_containing_steps,
                                                kernel_region_from_vaddr_steps,
                                                make_thread_specific_region_steps,
                                                unregister_kernel_region_steps)
-from refimpl.kernel import (PAGE_SIZE, AddressSpace, AllocationKind, AllocationStrategy,
-                            MemoryManager, Program, SimThread, boot_aps, explore, replay)
+from refimpl.kernel import (PAGE_SIZE, AddressSpace, AllocationKind, MemoryManager, Program,
+                            SimThread, boot_aps, explore, replay)
 from refimpl.kernel.invariants import (KernelSnapshot, address_space_violations,
                                        kernel_region_violations)
 from refimpl.kernel.memory_manager import kernel_virtual_range
@@ -112,44 +115,11 @@ def test_a_failed_mapping_takes_the_region_out_of_the_tree_again(mm):
 
 # Races on the kernel tree, found by exploring every interleaving of two CPUs ------------------
 
-def _kernel_with_a_hole():
-    """Two kernel stacks, the lower one freed: the next placement goes below the other."""
-    mm = new_kernel(cpus=2)
-    lower, upper = MUST(Thread.try_create(mm, "lower")), MUST(Thread.try_create(mm, "upper"))
-    lower.destroy()
-    return mm, upper.kernel_stack_region
-
-
-class Observed:
-    def __init__(self, mm, target):
-        self.mm, self.target, self.found = mm, target, "not yet"
-
-
-def _lookup_against_placement(lookup):
-    def make():
-        mm, stack = _kernel_with_a_hole()
-        state = Observed(mm, stack)
-
-        def look():
-            state.found = yield from lookup(mm, stack.vaddr())
-
-        def place():
-            yield from mm.allocate_kernel_region_steps(PAGE, "buffer")
-
-        return Program([SimThread("lookup", look, cpu=0), SimThread("place", place, cpu=1)],
-                       state, mm.machine)
-    return make
-
-
-def _found_the_right_region(state):
-    return state.found is state.target and kernel_region_violations(state.mm) == []
-
-
 def test_a_lookup_without_the_tree_lock_sees_a_placement_half_done():
     """f0f97e1db02^: kernel_region_from_vaddr under s_mm_lock only, the insert under the tree's
     lock. The lookup's index goes stale under it: it reports no region at a live stack."""
-    make = _lookup_against_placement(kernel_region_from_vaddr_steps)
-    result = explore(make, check=_found_the_right_region)
+    make = lookup_program(kernel_region_from_vaddr_steps)
+    result = explore(make, check=lookup_is_right)
     assert result.failure is not None
     run = replay(make, result.failing_schedule)
     assert run.state.found is not run.state.target
@@ -157,71 +127,31 @@ def test_a_lookup_without_the_tree_lock_sees_a_placement_half_done():
 
 
 def test_with_the_tree_lock_every_lookup_finds_the_region():
-    result = explore(_lookup_against_placement(
-        lambda mm, vaddr: mm.kernel_region_from_vaddr_steps(vaddr)), check=_found_the_right_region)
+    result = explore(lookup_program(
+        lambda mm, vaddr: mm.kernel_region_from_vaddr_steps(vaddr)), check=lookup_is_right)
     assert result.failure is None and result.runs > 1
-
-
-def _removal_against_placement(unregister):
-    def make():
-        mm, stack = _kernel_with_a_hole()
-        state = Observed(mm, stack)
-
-        def remove():
-            stack.unmap()
-            yield "upper unmapped"
-            yield from unregister(mm, stack)
-            stack._release()
-
-        def place():
-            yield from mm.allocate_kernel_region_steps(PAGE, "buffer")
-
-        return Program([SimThread("destroy", remove, cpu=0), SimThread("place", place, cpu=1)],
-                       state, mm.machine)
-    return make
-
-
-def _tree_is_sound(state):
-    return kernel_region_violations(state.mm) == [] and len(state.mm.region_tree) == 3
 
 
 def test_a_removal_without_the_tree_lock_corrupts_a_placement():
     """f0f97e1db02^: unregister_kernel_region under s_mm_lock only."""
-    result = explore(_removal_against_placement(unregister_kernel_region_steps),
-                     check=_tree_is_sound)
+    result = explore(removal_program(unregister_kernel_region_steps),
+                     check=tree_is_sound)
     assert result.failure is not None
     assert result.reason.startswith("panic") or result.reason == "check failed"
 
 
 def test_with_the_tree_lock_no_removal_disturbs_a_placement():
-    result = explore(_removal_against_placement(
-        lambda mm, region: mm.unregister_kernel_region_steps(region)), check=_tree_is_sound)
+    result = explore(removal_program(
+        lambda mm, region: mm.unregister_kernel_region_steps(region)), check=tree_is_sound)
     assert result.failure is None and result.runs > 1
-
-
-def _destroy_against_allocation(destroy):
-    """One kernel stack, the lowest kernel region: once it leaves the tree, its range is the
-    first fit for the next allocation."""
-    def make():
-        mm = new_kernel(cpus=2)
-        stack = MUST(Thread.try_create(mm, "exiting")).kernel_stack_region
-        state = Observed(mm, stack)
-
-        def allocate():
-            state.found = yield from mm.allocate_kernel_region_steps(
-                PAGE, "buffer", strategy=AllocationStrategy.ALLOCATE_NOW)
-
-        return Program([SimThread("destroy", destroy, mm, stack, cpu=0),
-                        SimThread("allocate", allocate, cpu=1)], state, mm.machine)
-    return make
 
 
 def test_unregistering_before_unmapping_clears_the_next_regions_ptes():
     """0a83c035469^: the new region is placed where the old one was and mapped; the old unmap
     then clears its PTE. Its VMObject holds the page, its PTE is not present: the "BUG!
     Unexpected NP fault" of SerenityOS."""
-    make = _destroy_against_allocation(destroy_steps_unregistering_first)
-    result = explore(make, check=lambda state: kernel_region_violations(state.mm) == [])
+    make = destroy_program(destroy_steps_unregistering_first)
+    result = explore(make, check=every_region_mapped)
     assert result.failure is not None and result.reason == "check failed"
     run = replay(make, result.failing_schedule)
     mm, buffer = run.state.mm, run.state.found
@@ -233,8 +163,8 @@ def test_unregistering_before_unmapping_clears_the_next_regions_ptes():
 
 
 def test_unmapping_before_unregistering_leaves_every_region_mapped():
-    make = _destroy_against_allocation(lambda mm, region: region.destroy_steps())
-    result = explore(make, check=lambda state: kernel_region_violations(state.mm) == [])
+    make = destroy_program(lambda mm, region: region.destroy_steps())
+    result = explore(make, check=every_region_mapped)
     assert result.failure is None and result.runs > 1
 
 
