@@ -3,15 +3,14 @@ import matplotlib
 matplotlib.use("Agg")
 
 from refimpl.history.kernel_tree_locks import destroy_steps_unregistering_first  # noqa: E402
+from refimpl.history.kernel_tree_races import destroy_program, every_region_mapped  # noqa: E402
 from refimpl.kernel import explore, replay  # noqa: E402
-from refimpl.kernel.invariants import kernel_region_violations  # noqa: E402
 from refimpl.viz.interleaving import interleaving_rows, plot_interleaving  # noqa: E402
-from tests.test_kernel_regions import _destroy_against_allocation  # noqa: E402
 
 
 def _failing_run():
-    make = _destroy_against_allocation(destroy_steps_unregistering_first)
-    result = explore(make, check=lambda state: kernel_region_violations(state.mm) == [])
+    make = destroy_program(destroy_steps_unregistering_first)
+    result = explore(make, check=every_region_mapped)
     return replay(make, result.failing_schedule)
 
 
