@@ -70,6 +70,9 @@ def test_each_difference_happens_on_this_linux_and_is_named():
     assert (comparisons[9].linux.errno, comparisons[9].simulation.errno) == ("ENOMEM", "EINVAL")
     assert (comparisons[11].linux.errno, comparisons[11].simulation.errno) == (0, "EINVAL")
     assert all(c.why for c in comparisons if c.difference)
+    assert "changed pages 8-9 to r--" in hole.why
+    assert "nothing is mapped" in comparisons[9].why
+    assert "executable" in comparisons[11].why
 
 
 @on_linux
@@ -251,4 +254,5 @@ def test_the_table_has_headers_readable_ranges_and_named_differences():
     assert "pages 4-7 rw-" in page and "(nothing mapped)" in page
     rows = page.split("<tr")[2:]
     assert "background" in rows[0] and MERGED in rows[0]
+    assert "<b>pages 0-7 rw-</b>" in rows[0] and "<b>pages 4-7 rw-</b>" in rows[0]
     assert "background" not in rows[1] and "same" in rows[1]

@@ -407,13 +407,15 @@ def compare_results(linux: list[HostStep], simulation: list[HostStep],
 def _difference(linux: HostStep, simulation: HostStep,
                 linux_before: list[Mapping]) -> tuple[str | None, str]:
     if linux.step[0] == "mprotect" and linux.errno != 0 and linux.mappings != linux_before:
-        changed = [describe_mapping(m) for m in linux.mappings if m not in linux_before]
+        changed = [f"{_pages(first, count)} to {access}"
+                   for first, count, access in linux.mappings
+                   if (first, count, access) not in linux_before]
         return NOT_ATOMIC, (f"Linux failed with {linux.errno} but had already changed "
                             f"{', '.join(changed)}; SerenityOS ({_outcome(simulation.errno)}) "
                             f"checks that the whole range is mapped before changing anything.")
     if linux.errno != simulation.errno:
         return ERRNO, (f"Linux: {_outcome(linux.errno)}; SerenityOS: "
-                       f"{_outcome(simulation.errno)}.")
+                       f"{_outcome(simulation.errno)}{_errno_reason(simulation, linux_before)}.")
     if linux.mappings == simulation.mappings:
         return None, ""
     if _merged(simulation.mappings) == linux.mappings:
@@ -421,6 +423,19 @@ def _difference(linux: HostStep, simulation: HostStep,
                         f"{len(simulation.mappings)} regions: Linux merges neighbouring "
                         f"anonymous mappings with the same access, SerenityOS never does.")
     return OTHER, "The two kernels' windows differ."
+
+
+def _errno_reason(simulation: HostStep, before: list[Mapping]) -> str:
+    """What made SerenityOS refuse, in the two cases the lesson shows."""
+    kind, first, count = simulation.step[:3]
+    if simulation.errno != "EINVAL" or kind == "munmap":
+        return ""
+    if "x" in simulation.step[3]:
+        return " (it never makes anonymous memory executable)"
+    touched = [m for m in before if m[0] < first + count and first < m[0] + m[1]]
+    if kind == "mprotect" and not touched:
+        return " (nothing is mapped in the range: it finds no region and says EINVAL)"
+    return ""
 
 
 def _outcome(code: int | str) -> str:
@@ -442,11 +457,13 @@ def _merged(mappings: list[Mapping]) -> list[Mapping]:
 
 _CELL = "padding:3px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #ddd"
 _HIGHLIGHT = "background:#fff3cd"
+_NOWRAP = '<span style="white-space:nowrap">{}</span>'
 
 
 def comparison_table_html(comparisons: list[Comparison]) -> str:
     """An HTML table, one row per step: the step, what each kernel answered and left in the
-    window, and the difference (its row highlighted) with why."""
+    window (in bold what the other kernel lacks), and the difference (its row highlighted)
+    with why."""
     headers = ["#", "step", "Linux (this machine)", "SerenityOS (simulated)", "difference"]
     head = "".join(f'<th style="{_CELL}">{title}</th>' for title in headers)
     rows = []
@@ -455,20 +472,24 @@ def comparison_table_html(comparisons: list[Comparison]) -> str:
         difference = ("same" if comparison.difference is None else
                       f"<b>{html.escape(comparison.difference)}</b><br>"
                       f"{html.escape(comparison.why)}")
-        cells = [str(number), html.escape(describe_step(comparison.step)),
-                 _result_html(comparison.linux), _result_html(comparison.simulation), difference]
+        step = _NOWRAP.format(html.escape(describe_step(comparison.step)))
+        cells = [str(number), step, _result_html(comparison.linux, comparison.simulation),
+                 _result_html(comparison.simulation, comparison.linux), difference]
         rows.append(f"<tr{style}>" + "".join(f'<td style="{_CELL}">{cell}</td>'
                                               for cell in cells) + "</tr>")
     return (f'<table style="border-collapse:collapse;font-size:13px;max-width:1200px">'
             f'<tr>{head}</tr>{"".join(rows)}</table>')
 
 
-def _result_html(result: HostStep) -> str:
-    lines = [_outcome(result.errno)] + [describe_mapping(m) for m in result.mappings]
+def _result_html(result: HostStep, other: HostStep) -> str:
+    """The errno and the mappings, one a line; in bold what the other kernel does not have."""
+    lines = [(_outcome(result.errno), result.errno != other.errno)]
+    lines += [(describe_mapping(m), m not in other.mappings) for m in result.mappings]
     if not result.mappings:
-        lines.append("(nothing mapped)")
+        lines.append(("(nothing mapped)", bool(other.mappings)))
     return ('<span style="font-family:monospace;white-space:nowrap">'
-            + "<br>".join(html.escape(line) for line in lines) + "</span>")
+            + "<br>".join(f"<b>{html.escape(text)}</b>" if differs else html.escape(text)
+                          for text, differs in lines) + "</span>")
 
 
 def comparison_table(comparisons: list[Comparison]) -> HTML:
