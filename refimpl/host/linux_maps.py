@@ -11,17 +11,23 @@ very process, and what they did is read back from /proc/self/maps; on the simula
 `refimpl.kernel.syscalls` on a fresh AddressSpace. `compare` puts the two side by side and
 names each difference:
 
-- "Linux merged neighbours": Linux joins neighbouring anonymous mappings with equal access into
-  one VMA (mm/vma.c, vma_merge in mm/mmap.c before v6.11); SerenityOS never merges regions: each
-  mmap gets a Region and an AnonymousVMObject of its own, and munmap/mprotect only split.
-- "mprotect not atomic at a hole": Linux's mprotect walks the VMAs in order and fails with
-  ENOMEM at the first hole, keeping the change it made before it (do_mprotect_pkey in
-  mm/mprotect.c); SerenityOS adds up the mapped part of the range first and refuses the whole
-  call with ENOMEM before changing anything (Kernel/Syscalls/mmap.cpp#L315-L328 at
-  f0f97e1db02).
-- "errno": a call both reject for different reasons, or one accepts and the other refuses
-  (mprotect of a range with nothing mapped: ENOMEM on Linux, EINVAL on SerenityOS;
-  executable anonymous memory: allowed on Linux, EINVAL on SerenityOS).
+- "Linux merged neighbours": Linux joins neighbouring anonymous mappings with equal access
+  into one VMA, when one is made (mmap_region in mm/mmap.c expands the neighbour over it:
+  can_vma_merge_before/after, vma_expand; Linux v6.1) and again after an mprotect
+  (mprotect_fixup in mm/mprotect.c calls vma_merge); SerenityOS
+  never merges: each mmap gets a Region and an AnonymousVMObject of its own, and munmap and
+  mprotect only ever split regions (f0f97e1db02: Kernel/Memory/AddressSpace.cpp#L289).
+- "mprotect not atomic at a hole": Linux's mprotect changes the VMAs in address order and
+  stops with ENOMEM at the first hole, keeping what it already changed (do_mprotect_pkey in
+  mm/mprotect.c, v6.1); SerenityOS adds up how much of the range is mapped first and refuses
+  the whole call with ENOMEM before changing anything (Kernel/Syscalls/mmap.cpp#L315-L328).
+- "errno": one kernel refuses a call the other accepts, or they give different errnos:
+  mprotect of a range with nothing mapped is ENOMEM on Linux (as POSIX says), EINVAL on
+  SerenityOS (it finds no region, mmap.cpp#L376); anonymous memory made executable is allowed
+  on Linux, EINVAL on SerenityOS (validate_mmap_prot, mmap.cpp#L78-L79).
+  Both kernels agree that munmap of a range with nothing mapped succeeds
+  (AddressSpace.cpp#L93-L95, since bccdc08487e). MAP_FIXED_NOREPLACE over a mapping is EEXIST
+  on Linux and here, but ENOMEM in SerenityOS (RegionTree.cpp#L99-L101): refimpl differs.
 
 The process's own memory is never touched. Python (or a thread of the notebook) may mmap at
 any time, and the kernel may place that in a hole a munmap step punched in the window: every
