@@ -27,7 +27,8 @@ names each difference:
   on Linux, EINVAL on SerenityOS (validate_mmap_prot, mmap.cpp#L78-L79).
   Both kernels agree that munmap of a range with nothing mapped succeeds
   (AddressSpace.cpp#L93-L95, since bccdc08487e). MAP_FIXED_NOREPLACE over a mapping is EEXIST
-  on Linux and here, but ENOMEM in SerenityOS (RegionTree.cpp#L99-L101): refimpl differs.
+  on Linux, ENOMEM on SerenityOS: place_specifically only knows "no room"
+  (RegionTree.cpp#L99-L101).
 
 The process's own memory is never touched. Python (or a thread of the notebook) may mmap at
 any time, and the kernel may place that in a hole a munmap step punched in the window: every
@@ -436,6 +437,8 @@ def _difference(linux: HostStep, simulation: HostStep,
 def _errno_reason(simulation: HostStep, before: list[Mapping]) -> str:
     """What made SerenityOS refuse, in the two cases the lesson shows."""
     kind, first, count = simulation.step[:3]
+    if kind == "mmap_noreplace" and simulation.errno == "ENOMEM":
+        return " (placing at a taken address only knows \"no room\": ENOMEM)"
     if simulation.errno != "EINVAL" or kind == "munmap":
         return ""
     if "x" in simulation.step[3]:

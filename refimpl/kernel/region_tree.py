@@ -140,11 +140,13 @@ class RegionTree:
 
     @fallible
     def _allocate_range_specific(self, base: int, size: int):
-        """ErrorOr[VirtualRange]: exactly `[base, base + size)`, if all of it is free."""
+        """ErrorOr[VirtualRange]: exactly `[base, base + size)`, if all of it is free; ENOMEM
+        if a region is in the way, as SerenityOS says at ffe2e77eba1 and f0f97e1db02
+        (Kernel/Memory/RegionTree.cpp#L99-L101), where Linux would say EEXIST."""
         wanted = TRY(check_specific_request(self.total_range, base, size))
         gap = self._gap_around(base)
         if gap is None or not gap.contains(wanted):
-            return Error.from_errno(Errno.EEXIST, f"{wanted} overlaps an existing region")
+            return Error.from_errno(Errno.ENOMEM, f"{wanted} overlaps an existing region")
         return wanted
 
     def _allocate_range_randomized(self, size: int, alignment: int = PAGE_SIZE):

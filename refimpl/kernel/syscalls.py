@@ -29,7 +29,8 @@ def sys_mmap(space: AddressSpace, address: int, size: int, prot: int, flags: int
     """ErrorOr[int]: the address of a new anonymous mapping.
 
     As sys$mmap (f0f97e1db02: Kernel/Syscalls/mmap.cpp#L127-L245): MAP_FIXED replaces what was
-    mapped in the range, MAP_FIXED_NOREPLACE fails with EEXIST instead, and without either an
+    mapped in the range, MAP_FIXED_NOREPLACE fails instead (with ENOMEM, the error of
+    RegionTree::place_specifically, where Linux says EEXIST), and without either an
     address is ignored (not even a hint). MAP_SHARED memory stays shared across fork.
     Differences: unknown prot and flag bits are EINVAL (SerenityOS ignores them); there are
     no files, so mappings must be anonymous; MAP_NORESERVE changes nothing (commit
