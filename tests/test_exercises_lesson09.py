@@ -39,8 +39,8 @@ MISTAKES = {
         "09-munmap", ("    if size <= 0:\n", "    if size < 0:\n"),
         "munmap(0x1a13000, 0x0): the reference returned EINVAL, yours success"),
     "a text region unmapped": (
-        "09-munmap", ("        if not region.mmap:\n            return Error.from_errno(Errno.EPERM",
-                      "        if False:\n            return Error.from_errno(Errno.EPERM"),
+        "09-munmap", ('            return Error.from_errno(Errno.EPERM, f"{region!r} was not',
+                      '            pass  # EPERM, f"{region!r} was not'),
         "the reference returned EPERM, yours success"),
     "the last holder copies anyway": (
         "09-cow-fault", ("    if old.ref_count() == 1:", "    if False:"),

@@ -36,7 +36,8 @@ MISTAKES = {
                        "        pass\n", "a region you took out of the tree"),
     "must-not-try": ("02-try", "region = TRY(space.allocate_region",
                      "region = MUST(space.allocate_region", "MUST failed"),
-    "tail-a-page-short": ("09-munmap", "after = VirtualRange(hole.end, source.range.end - hole.end)",
+    "tail-a-page-short": ("09-munmap",
+                          "after = VirtualRange(hole.end, source.range.end - hole.end)",
                           "after = VirtualRange(hole.end + PAGE_SIZE, source.range.end - hole.end"
                           " - PAGE_SIZE)", "yours does not"),
 }

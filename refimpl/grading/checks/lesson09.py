@@ -404,7 +404,8 @@ class CowRun:
 
 def cow_cell(page: list) -> str:
     text, frame, references, access, cow = page
-    return f"{text} {frame} refs {references} {access}{' CoW' if cow else ''}"
+    what = "zero page" if frame == "zero" else f"{text} {frame}"
+    return f"{what} refs {references} {access}{' CoW' if cow else ''}"
 
 
 def cow_text(page: list) -> str:
@@ -421,8 +422,8 @@ def cow_map(title: str, result: str, processes: dict, free: int, base: int,
         for index, page in enumerate(pages):
             if step[0] == "write" and step[1:] == (name, index):
                 marked.add(len(rows))
-            rows.append(PageRow(f"{base + index * PAGE_SIZE:#x}", f"{name}: heap rw-", "rw-",
-                                index == 0, cow_cell(page)))
+            rows.append(PageRow(f"{base + index * PAGE_SIZE:#x}", name, "rw-", index == 0,
+                                cow_cell(page)))
     return Map(title, (f"returned: {result}", f"free physical pages: {free}"), tuple(rows),
                frozenset(marked))
 
