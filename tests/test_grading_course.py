@@ -36,10 +36,9 @@ MISTAKES = {
                        "        pass\n", "a region you took out of the tree"),
     "must-not-try": ("02-try", "region = TRY(space.allocate_region",
                      "region = MUST(space.allocate_region", "MUST failed"),
-    "tail-a-page-short": ("09-munmap",
-                          "after = VirtualRange(hole.end, source.range.end - hole.end)",
-                          "after = VirtualRange(hole.end + PAGE_SIZE, source.range.end - hole.end"
-                          " - PAGE_SIZE)", "yours does not"),
+    "split-at-the-wrong-offset": ("09-munmap", "offset = source.offset_in_vmobject + (piece.base"
+                                  " - source.range.base)", "offset = source.offset_in_vmobject",
+                                  "in the reference, 'zero r' in yours"),
 }
 
 

@@ -118,7 +118,10 @@ def first_difference(wanted: Picture, got: Picture, base: int) -> str | None:
         if missing:
             return f"the reference has the region {region_text(missing[0])}, yours does not" + \
                 (f" (yours has {region_text(extra[0])})" if extra else "")
-        return f"yours has the region {region_text(extra[0])}, the reference does not"
+        if extra:
+            return f"yours has the region {region_text(extra[0])}, the reference does not"
+        return (f"your regions are {', '.join(map(region_text, got.regions))}; the "
+                f"reference's, {', '.join(map(region_text, wanted.regions))}")
     for index, (one, other) in enumerate(zip(wanted.pages, got.pages)):
         if one != other:
             address = base + index * PAGE_SIZE
