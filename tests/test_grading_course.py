@@ -36,6 +36,9 @@ MISTAKES = {
                        "        pass\n", "a region you took out of the tree"),
     "must-not-try": ("02-try", "region = TRY(space.allocate_region",
                      "region = MUST(space.allocate_region", "MUST failed"),
+    "split-at-the-wrong-offset": ("09-munmap", "offset = source.offset_in_vmobject + (piece.base"
+                                  " - source.range.base)", "offset = source.offset_in_vmobject",
+                                  "in the reference, 'zero r' in yours"),
 }
 
 

@@ -16,7 +16,13 @@ from typing import Callable
 
 
 class CheckFailed(AssertionError):
-    """A wrong answer; the message says where it first differs from the reference."""
+    """A wrong answer; the message says where it first differs from the reference. A check may
+    attach a `drawing` of that difference (HTML): the check cell shows it under the message,
+    while the grader keeps the message alone, a short line."""
+
+    def __init__(self, message: str = "", drawing: str = "") -> None:
+        super().__init__(message)
+        self.drawing = drawing
 
 
 @dataclass(frozen=True)

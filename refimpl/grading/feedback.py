@@ -34,16 +34,23 @@ def points(count: int) -> str:
 def judge(exercise: Exercise, definitions: tuple, hidden: bool = False) -> Verdict:
     """The verdict of `exercise.check` on the learner's definitions, in the autograder's terms
     (its worker sorts the same outcomes into the same statuses)."""
+    return judge_with_drawing(exercise, definitions, hidden)[0]
+
+
+def judge_with_drawing(exercise: Exercise, definitions: tuple, hidden: bool = False
+                       ) -> tuple[Verdict, str]:
+    """The verdict, and the drawing a wrong answer's check attached to its first difference
+    ("" if none)."""
     try:
         line = exercise.check(*definitions, hidden=hidden)
     except NotImplementedError:
         return Verdict("not attempted", "not attempted: your code still raises "
-                                        "NotImplementedError")
+                                        "NotImplementedError"), ""
     except CheckFailed as failure:
-        return Verdict("wrong", f"wrong: {failure}")
+        return Verdict("wrong", f"wrong: {failure}"), getattr(failure, "drawing", "")
     except Exception as error:  # noqa: BLE001 - whatever the learner's code did is feedback
-        return Verdict("crashed", f"crashed: {type(error).__name__}: {error}")
-    return Verdict("passed", line if line.startswith("passed") else f"passed: {line}")
+        return Verdict("crashed", f"crashed: {type(error).__name__}: {error}"), ""
+    return Verdict("passed", line if line.startswith("passed") else f"passed: {line}"), ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class Feedback:
 
     exercise: Exercise
     verdict: Verdict
+    drawing: str = ""
+    """HTML the check drew of the first difference (`CheckFailed.drawing`), shown under it."""
 
     def __repr__(self) -> str:
         return f"{self.exercise.grade_id} ({points(self.exercise.points)}): {self.verdict.output}"
@@ -69,9 +78,10 @@ class Feedback:
                          f'<code style="white-space:pre-wrap">{html.escape(detail)}</code>')
         if status in NEXT_STEP:
             lines.append(f'<span style="color:#555">{html.escape(NEXT_STEP[status])}</span>')
+        drawing = self.drawing if status == "wrong" else ""
         return (f'<div class="refimpl-feedback" data-status="{html.escape(status)}" '
                 f'style="border-left:4px solid {colour};background:{background};'
-                f'padding:6px 10px;line-height:1.6">{"<br>".join(lines)}</div>')
+                f'padding:6px 10px;line-height:1.6">{"<br>".join(lines)}{drawing}</div>')
 
 
 def grade(grade_id: str, *definitions) -> Feedback:
@@ -88,9 +98,9 @@ def grade(grade_id: str, *definitions) -> Feedback:
             VERDICTS[grade_id] = verdict
             return Feedback(exercise, verdict)
         definitions = tuple(namespace[name] for name in exercise.names)
-    verdict = judge(exercise, definitions)
+    verdict, drawing = judge_with_drawing(exercise, definitions)
     VERDICTS[grade_id] = verdict
-    return Feedback(exercise, verdict)
+    return Feedback(exercise, verdict, drawing)
 
 
 @dataclass(frozen=True)

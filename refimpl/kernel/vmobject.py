@@ -38,6 +38,11 @@ class VMObject:
     def heap_size(cls, page_count: int) -> int:
         return cls.OBJECT_SIZE + 8 * page_count
 
+    @property
+    def mm(self) -> MemoryManager:
+        """The MemoryManager this object lives in (C++ code uses the global `MM`)."""
+        return self._mm
+
     def object_address(self) -> VirtualAddress:
         """Where this object lives on the kernel heap."""
         return self._object_address

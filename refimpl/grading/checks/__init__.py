@@ -11,7 +11,8 @@ Importing this package registers the exercises of every lesson.
 """
 
 from refimpl.grading.checks import (lesson00, lesson01, lesson02, lesson03,  # noqa: F401
-                                    lesson04, lesson05, lesson06, lesson07, lesson08)
+                                    lesson04, lesson05, lesson06, lesson07, lesson08,
+                                    lesson09)
 from refimpl.grading.checks.lesson01 import first_fit_with_guard_pages
 from refimpl.grading.checks.lesson03 import reentrancy_events
 from refimpl.grading.checks.lesson05 import cache_steps
