@@ -96,6 +96,7 @@ def _forbidden(original, dotted: str, cell: str):
                                f"{dotted.rsplit('.', 2)[-2]}.{dotted.rsplit('.', 1)[-1]}, "
                                f"so the reference one is not available in its cell")
         return original(*args, **kwargs)
+    del guarded.__wrapped__  # functools.wraps's way back to the reference
     return guarded
 
 
