@@ -1,0 +1,1 @@
+"""The real kernel the notebook runs on, observed from Python (only Linux for now)."""
