@@ -36,8 +36,10 @@ class Errno(enum.IntEnum):
 
     EPERM = 1
     ENOENT = 2
+    ESRCH = 3
     EINTR = 4
     EIO = 5
+    ENOEXEC = 8
     EAGAIN = 11
     ENOMEM = 12
     EACCES = 13
@@ -58,8 +60,10 @@ class Errno(enum.IntEnum):
 _STRERROR = {
     Errno.EPERM: "Operation not permitted",
     Errno.ENOENT: "No such file or directory",
+    Errno.ESRCH: "No such process",
     Errno.EINTR: "Interrupted system call",
     Errno.EIO: "I/O error",
+    Errno.ENOEXEC: "Exec format error",
     Errno.EAGAIN: "Resource temporarily unavailable",
     Errno.ENOMEM: "Out of memory",
     Errno.EACCES: "Permission denied",

@@ -516,7 +516,8 @@ class AddressSpace:
 
     @fallible
     def handle_page_fault(self, fault: PageFault):
-        """Resolve a fault in this address space (demand zero, CoW) or explain why not."""
+        """Resolve a fault in this address space (demand zero, CoW) or explain why not:
+        ErrorOr[str], the kind of fault resolved (see Region.handle_fault)."""
         region = self.find_region_containing(fault.address)
         if region is None:
             return Error.from_errno(Errno.EFAULT, f"{fault}, and no region is mapped there")

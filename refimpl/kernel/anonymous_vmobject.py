@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from refimpl.kernel.memory_manager import MemoryManager
 
 
+ZERO_FAULT = "demand zero"
+"""A write replaced the shared zero page by a private zeroed page (handle_zero_fault)."""
+COW_FAULT = "copy-on-write"
+"""A write to a page shared copy-on-write got a private copy (handle_cow_fault)."""
+COW_FAULT_LAST_HOLDER = "copy-on-write, last holder"
+"""A copy-on-write fault on a page nobody else holds any more: no copy, just made writable."""
+
+
 class AllocationStrategy(enum.Enum):
     NONE = "none"
     """Every page is the shared zero page until it is written."""
@@ -45,11 +53,12 @@ class AnonymousVMObject(VMObject):
 
     # Creation ----------------------------------------------------------------------------------
 
-    @staticmethod
+    @classmethod
     @fallible
-    def try_create_with_size(mm: MemoryManager, size: int,
+    def try_create_with_size(cls, mm: MemoryManager, size: int,
                              strategy: AllocationStrategy = AllocationStrategy.NONE):
-        """ErrorOr[AnonymousVMObject] of `size` bytes (a positive multiple of the page size)."""
+        """ErrorOr[AnonymousVMObject] (of the class it is called on) of `size` bytes (a positive
+        multiple of the page size)."""
         check_int("size", size)
         if size <= 0 or not is_page_aligned(size):
             return Error.from_errno(Errno.EINVAL, f"VMObject size {size:#x} is not a positive "
@@ -71,7 +80,7 @@ class AnonymousVMObject(VMObject):
             for _ in range(page_count):
                 mm.shared_zero_page.ref()
                 pages.append(mm.shared_zero_page)
-        return AnonymousVMObject(mm, pages, address.value())
+        return cls(mm, pages, address.value())
 
     @staticmethod
     @fallible
@@ -128,16 +137,18 @@ class AnonymousVMObject(VMObject):
 
     @fallible
     def handle_zero_fault(self, page_index: int):
-        """Replace the shared zero page in a slot by a private zeroed page."""
+        """Replace the shared zero page in a slot by a private zeroed page: ErrorOr[ZERO_FAULT]
+        (the kind of fault resolved, which SerenityOS counts per thread)."""
         VERIFY(self.is_shared_zero(page_index), "zero fault on a page that is not the zero page")
         page = TRY(self._mm.allocate_physical_page(purpose=PagePurpose.USER))
         self._mm.shared_zero_page.unref()
         self.physical_pages[page_index] = page
-        return None
+        return ZERO_FAULT
 
     @fallible
     def handle_cow_fault(self, page_index: int, vaddr: int):
-        """Give this object its own copy of a CoW page (`vaddr` is where it faulted).
+        """Give this object its own copy of a CoW page (`vaddr` is where it faulted):
+        ErrorOr[COW_FAULT, or COW_FAULT_LAST_HOLDER when nothing had to be copied].
 
         The copy reads the old page by its physical address, through this CPU's quickmap
         window, so it is right whatever CR3 is loaded. SerenityOS reads it through `vaddr`
@@ -150,7 +161,7 @@ class AnonymousVMObject(VMObject):
         old = self.physical_pages[page_index]
         if old.ref_count() == 1:
             self.cow_map.discard(page_index)  # the last holder: the page is ours alone now
-            return None
+            return COW_FAULT_LAST_HOLDER
         new = TRY(self._mm.allocate_physical_page(ShouldZeroFill.NO, PagePurpose.USER))
         cpu = self._mm.current_cpu()
         window = self._mm.quickmap_page(old.paddr())
@@ -162,7 +173,7 @@ class AnonymousVMObject(VMObject):
         self.physical_pages[page_index] = new
         self.cow_map.discard(page_index)
         old.unref()
-        return None
+        return COW_FAULT
 
 
 def _unref_all(pages: list[PhysicalPage | None]) -> None:

@@ -245,21 +245,23 @@ class Region(Weakable):
 
     @fallible
     def handle_fault(self, fault: PageFault):
-        """Demand zero or copy-on-write; any other fault is an access violation (EFAULT)."""
+        """Demand zero or copy-on-write; any other fault is an access violation (EFAULT).
+        ErrorOr[str]: the kind of fault resolved (ZERO_FAULT, COW_FAULT, COW_FAULT_LAST_HOLDER
+        of anonymous_vmobject), as the handler that resolved it reports it."""
         page_index = (fault.address - self.vaddr()) // PAGE_SIZE
         index_in_vmobject = self.first_page_index() + page_index
         vmobject = self.vmobject
         if fault.is_protection_violation() and fault.is_write() and self.is_writable() \
                 and not fault.is_instruction_fetch():
             if vmobject.is_shared_zero(index_in_vmobject):
-                TRY(vmobject.handle_zero_fault(index_in_vmobject))
+                kind = TRY(vmobject.handle_zero_fault(index_in_vmobject))
             elif self.should_cow(page_index):
-                TRY(vmobject.handle_cow_fault(index_in_vmobject, fault.address))
+                kind = TRY(vmobject.handle_cow_fault(index_in_vmobject, fault.address))
             else:
                 return self._access_violation(fault)
             for region in vmobject.regions:
                 region.remap_vmobject_page(index_in_vmobject)
-            return None
+            return kind
         return self._access_violation(fault)
 
     def _access_violation(self, fault: PageFault) -> Error:

@@ -25,8 +25,10 @@ KNOWN_FLAGS = (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_STACK 
 
 
 @fallible
-def sys_mmap(space: AddressSpace, address: int, size: int, prot: int, flags: int):
-    """ErrorOr[int]: the address of a new anonymous mapping.
+def sys_mmap(space: AddressSpace, address: int, size: int, prot: int, flags: int,
+             name: str = "mmap"):
+    """ErrorOr[int]: the address of a new anonymous mapping, its region called `name` (the
+    `name` of SerenityOS's mmap parameters; it leaves the region unnamed without one).
 
     As sys$mmap (f0f97e1db02: Kernel/Syscalls/mmap.cpp#L127-L245): MAP_FIXED replaces what was
     mapped in the range, MAP_FIXED_NOREPLACE fails with EEXIST instead, and without either an
@@ -40,7 +42,7 @@ def sys_mmap(space: AddressSpace, address: int, size: int, prot: int, flags: int
         return problem
     fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)
     region = TRY(space.allocate_region(
-        size, address=address if fixed else None, prot=prot, name="mmap", mmap=True,
+        size, address=address if fixed else None, prot=prot, name=name, mmap=True,
         shared=bool(flags & MAP_SHARED), randomize=bool(flags & MAP_RANDOMIZED),
         replace=bool(flags & MAP_FIXED)))
     region.stack = bool(flags & MAP_STACK)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 class Thread:
     DEFAULT_KERNEL_STACK_SIZE = 65536
     """Thread::default_kernel_stack_size (Kernel/Thread.h)."""
+    DEFAULT_USERSPACE_STACK_SIZE = 1024 * 1024
+    """Thread::default_userspace_stack_size (Kernel/Thread.h, 1 MiB): the main thread's user
+    stack that execve allocates (refimpl.kernel.process)."""
 
     def __init__(self, name: str, kernel_stack_region: Region) -> None:
         self.name = name
