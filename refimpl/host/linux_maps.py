@@ -11,17 +11,23 @@ very process, and what they did is read back from /proc/self/maps; on the simula
 `refimpl.kernel.syscalls` on a fresh AddressSpace. `compare` puts the two side by side and
 names each difference:
 
-- "Linux merged neighbours": Linux joins neighbouring anonymous mappings with equal access into
-  one VMA (mm/vma.c, vma_merge in mm/mmap.c before v6.11); SerenityOS never merges regions: each
-  mmap gets a Region and an AnonymousVMObject of its own, and munmap/mprotect only split.
-- "mprotect not atomic at a hole": Linux's mprotect walks the VMAs in order and fails with
-  ENOMEM at the first hole, keeping the change it made before it (do_mprotect_pkey in
-  mm/mprotect.c); SerenityOS adds up the mapped part of the range first and refuses the whole
-  call with ENOMEM before changing anything (Kernel/Syscalls/mmap.cpp#L315-L328 at
-  f0f97e1db02).
-- "errno": a call both reject for different reasons, or one accepts and the other refuses
-  (mprotect of a range with nothing mapped: ENOMEM on Linux, EINVAL on SerenityOS;
-  executable anonymous memory: allowed on Linux, EINVAL on SerenityOS).
+- "Linux merged neighbours": Linux joins neighbouring anonymous mappings with equal access
+  into one VMA, when one is made (mmap_region in mm/mmap.c expands the neighbour over it:
+  can_vma_merge_before/after, vma_expand; Linux v6.1) and again after an mprotect
+  (mprotect_fixup in mm/mprotect.c calls vma_merge); SerenityOS
+  never merges: each mmap gets a Region and an AnonymousVMObject of its own, and munmap and
+  mprotect only ever split regions (f0f97e1db02: Kernel/Memory/AddressSpace.cpp#L289).
+- "mprotect not atomic at a hole": Linux's mprotect changes the VMAs in address order and
+  stops with ENOMEM at the first hole, keeping what it already changed (do_mprotect_pkey in
+  mm/mprotect.c, v6.1); SerenityOS adds up how much of the range is mapped first and refuses
+  the whole call with ENOMEM before changing anything (Kernel/Syscalls/mmap.cpp#L315-L328).
+- "errno": one kernel refuses a call the other accepts, or they give different errnos:
+  mprotect of a range with nothing mapped is ENOMEM on Linux (as POSIX says), EINVAL on
+  SerenityOS (it finds no region, mmap.cpp#L376); anonymous memory made executable is allowed
+  on Linux, EINVAL on SerenityOS (validate_mmap_prot, mmap.cpp#L78-L79).
+  Both kernels agree that munmap of a range with nothing mapped succeeds
+  (AddressSpace.cpp#L93-L95, since bccdc08487e). MAP_FIXED_NOREPLACE over a mapping is EEXIST
+  on Linux and here, but ENOMEM in SerenityOS (RegionTree.cpp#L99-L101): refimpl differs.
 
 The process's own memory is never touched. Python (or a thread of the notebook) may mmap at
 any time, and the kernel may place that in a hole a munmap step punched in the window: every
@@ -407,13 +413,15 @@ def compare_results(linux: list[HostStep], simulation: list[HostStep],
 def _difference(linux: HostStep, simulation: HostStep,
                 linux_before: list[Mapping]) -> tuple[str | None, str]:
     if linux.step[0] == "mprotect" and linux.errno != 0 and linux.mappings != linux_before:
-        changed = [describe_mapping(m) for m in linux.mappings if m not in linux_before]
+        changed = [f"{_pages(first, count)} to {access}"
+                   for first, count, access in linux.mappings
+                   if (first, count, access) not in linux_before]
         return NOT_ATOMIC, (f"Linux failed with {linux.errno} but had already changed "
                             f"{', '.join(changed)}; SerenityOS ({_outcome(simulation.errno)}) "
                             f"checks that the whole range is mapped before changing anything.")
     if linux.errno != simulation.errno:
         return ERRNO, (f"Linux: {_outcome(linux.errno)}; SerenityOS: "
-                       f"{_outcome(simulation.errno)}.")
+                       f"{_outcome(simulation.errno)}{_errno_reason(simulation, linux_before)}.")
     if linux.mappings == simulation.mappings:
         return None, ""
     if _merged(simulation.mappings) == linux.mappings:
@@ -421,6 +429,19 @@ def _difference(linux: HostStep, simulation: HostStep,
                         f"{len(simulation.mappings)} regions: Linux merges neighbouring "
                         f"anonymous mappings with the same access, SerenityOS never does.")
     return OTHER, "The two kernels' windows differ."
+
+
+def _errno_reason(simulation: HostStep, before: list[Mapping]) -> str:
+    """What made SerenityOS refuse, in the two cases the lesson shows."""
+    kind, first, count = simulation.step[:3]
+    if simulation.errno != "EINVAL" or kind == "munmap":
+        return ""
+    if "x" in simulation.step[3]:
+        return " (it never makes anonymous memory executable)"
+    touched = [m for m in before if m[0] < first + count and first < m[0] + m[1]]
+    if kind == "mprotect" and not touched:
+        return " (nothing is mapped in the range: it finds no region and says EINVAL)"
+    return ""
 
 
 def _outcome(code: int | str) -> str:
@@ -442,11 +463,13 @@ def _merged(mappings: list[Mapping]) -> list[Mapping]:
 
 _CELL = "padding:3px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #ddd"
 _HIGHLIGHT = "background:#fff3cd"
+_NOWRAP = '<span style="white-space:nowrap">{}</span>'
 
 
 def comparison_table_html(comparisons: list[Comparison]) -> str:
     """An HTML table, one row per step: the step, what each kernel answered and left in the
-    window, and the difference (its row highlighted) with why."""
+    window (in bold what the other kernel lacks), and the difference (its row highlighted)
+    with why."""
     headers = ["#", "step", "Linux (this machine)", "SerenityOS (simulated)", "difference"]
     head = "".join(f'<th style="{_CELL}">{title}</th>' for title in headers)
     rows = []
@@ -455,20 +478,24 @@ def comparison_table_html(comparisons: list[Comparison]) -> str:
         difference = ("same" if comparison.difference is None else
                       f"<b>{html.escape(comparison.difference)}</b><br>"
                       f"{html.escape(comparison.why)}")
-        cells = [str(number), html.escape(describe_step(comparison.step)),
-                 _result_html(comparison.linux), _result_html(comparison.simulation), difference]
+        step = _NOWRAP.format(html.escape(describe_step(comparison.step)))
+        cells = [str(number), step, _result_html(comparison.linux, comparison.simulation),
+                 _result_html(comparison.simulation, comparison.linux), difference]
         rows.append(f"<tr{style}>" + "".join(f'<td style="{_CELL}">{cell}</td>'
                                               for cell in cells) + "</tr>")
     return (f'<table style="border-collapse:collapse;font-size:13px;max-width:1200px">'
             f'<tr>{head}</tr>{"".join(rows)}</table>')
 
 
-def _result_html(result: HostStep) -> str:
-    lines = [_outcome(result.errno)] + [describe_mapping(m) for m in result.mappings]
+def _result_html(result: HostStep, other: HostStep) -> str:
+    """The errno and the mappings, one a line; in bold what the other kernel does not have."""
+    lines = [(_outcome(result.errno), result.errno != other.errno)]
+    lines += [(describe_mapping(m), m not in other.mappings) for m in result.mappings]
     if not result.mappings:
-        lines.append("(nothing mapped)")
+        lines.append(("(nothing mapped)", bool(other.mappings)))
     return ('<span style="font-family:monospace;white-space:nowrap">'
-            + "<br>".join(html.escape(line) for line in lines) + "</span>")
+            + "<br>".join(f"<b>{html.escape(text)}</b>" if differs else html.escape(text)
+                          for text, differs in lines) + "</span>")
 
 
 def comparison_table(comparisons: list[Comparison]) -> HTML:
