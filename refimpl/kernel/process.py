@@ -214,6 +214,13 @@ def create_signal_trampoline(mm: MemoryManager):
     return region
 
 
+def maps_signal_trampoline(mm: MemoryManager, region: Region) -> bool:
+    """Whether `region` maps the kernel's signal trampoline: the one user region execve marks
+    as a syscall region (`set_syscall_region(true)`, execve.cpp#L473)."""
+    state = _kernels.get(mm)
+    return state is not None and region.vmobject is state.signal_trampoline.vmobject
+
+
 @fallible
 def _program_file_vmobject(mm: MemoryManager, image: ProgramImage):
     """ErrorOr[ProgramFileVMObject] with a reference for the caller: the one every process
