@@ -60,3 +60,42 @@ def test_moving_the_slider_redraws_the_text_and_the_map():
     stepper.slider.value = 3
     assert stepper.text.value != before and "After step 3 of 3: fork" in stepper.text.value
     assert drawn == [["heap ...."], ["heap cc.."]]
+
+
+def _events(*spec):
+    from refimpl.viz.call_chain import ChainEvent
+    return [ChainEvent(kind, depth, name, "", "") for kind, depth, name in spec]
+
+
+def test_calls_are_paired_with_their_returns_in_call_order():
+    from refimpl.viz.call_chain import calls_and_returns
+    events = _events(("call", 0, "a"), ("call", 1, "b"), ("return", 1, "b"), ("call", 1, "c"),
+                     ("return", 1, "c"), ("return", 0, "a"), ("call", 0, "d"))
+    pairs = calls_and_returns(events)
+    assert [(call.function, returned and returned.function) for call, returned in pairs] == \
+        [("a", "a"), ("b", "b"), ("c", "c"), ("d", None)]
+    assert [call.function for call, _ in calls_and_returns(events, lambda e: e.depth == 1)] == \
+        ["b", "c"]
+
+
+def test_the_lesson_s_fault_chain_ends_with_a_writable_pte_after_the_copy():
+    from refimpl.ak import MUST
+    from refimpl.hw import X86_64, Machine, MiB
+    from refimpl.kernel import MemoryManager
+    from refimpl.kernel.address_space import PROT_READ, PROT_WRITE
+    from refimpl.kernel.process import Process, ProgramImage
+    from refimpl.viz.address_space_map import page_fault_call_chain
+    from refimpl.viz.call_chain import calls_and_returns
+    mm = MemoryManager(Machine(X86_64, ram_size=16 * MiB))
+    parent = MUST(Process.try_exec(mm, ProgramImage.example(), seed=9))
+    heap = MUST(parent.mmap(4 * 4096, PROT_READ | PROT_WRITE, name="heap"))
+    MUST(parent.write(heap, b"x" * 4096))
+    child = MUST(parent.fork(seed=10))
+    pairs = calls_and_returns(page_fault_call_chain(child, heap),
+                              lambda call: call.depth <= 2 or not call.function.startswith("CPU."))
+    names = [call.function for call, _ in pairs]
+    assert names.index("Region.handle_fault") < names.index("AnonymousVMObject.handle_cow_fault") \
+        < names.index("Region.remap_vmobject_page")
+    cow = pairs[names.index("AnonymousVMObject.handle_cow_fault")]
+    assert "read-only" in cow[0].probe and "writable" in pairs[names.index(
+        "Region.remap_vmobject_page")][1].probe
