@@ -18,7 +18,7 @@ def _outcomes():
                             free_pages=100, layout=["heap ...."]),
             SimpleNamespace(text="write 2 pages of heap", faults={"demand zero": 2}, resident=5,
                             cow_shared=0, free_pages=98, layout=["heap ##.."]),
-            SimpleNamespace(text="fork", faults={}, resident=10, cow_shared=4, free_pages=95,
+            SimpleNamespace(text="fork", faults={}, resident={"parent": 5, "child": 5}, cow_shared=4, free_pages=95,
                             layout=["heap cc.."])]
 
 
@@ -39,6 +39,8 @@ def test_the_model_lists_the_steps_done_and_counts_the_current_one():
                                       "resident pages": 5, "pages shared copy-on-write": 0,
                                       "free physical pages": 98}
     assert model.title().startswith("After step 2 of 3")
+    model.set_step(3)
+    assert dict(model.counters())["resident pages"] == "parent 5, child 5"
 
 
 def test_the_model_refuses_a_step_outside_the_run_and_keeps_its_cursor():

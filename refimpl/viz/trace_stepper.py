@@ -45,8 +45,11 @@ class TraceStepperModel:
         outcome = self.current
         faults = ", ".join(f"{count} {kind}" for kind, count in sorted(outcome.faults.items())
                            if count) or "none"
+        resident = outcome.resident
+        if isinstance(resident, dict):  # per process: "parent 11, child 12"
+            resident = ", ".join(f"{name} {count}" for name, count in resident.items()) or "none"
         return [("faults during this step", faults),
-                ("resident pages", outcome.resident),
+                ("resident pages", resident),
                 ("pages shared copy-on-write", outcome.cow_shared),
                 ("free physical pages", outcome.free_pages)]
 
