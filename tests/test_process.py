@@ -89,6 +89,15 @@ def test_exec_copies_the_data_and_maps_the_file():
     assert int.from_bytes(self_pointer, "little") == thread_specific + 64
 
 
+def test_a_write_only_segment_is_named_as_serenityos_names_it():
+    image = ProgramImage("/bin/w", (Segment("text", 0, PAGE, RX), Segment("out", PAGE, PAGE,
+                                                                          PROT_WRITE | PROT_EXEC)))
+    process = MUST(Process.try_exec(booted(), image))
+    region = process.region_named("out")
+    assert region.name == "/bin/w (data-w)"
+    assert region.access.describe() == "-w-"  # a writable segment is never executable
+
+
 def test_text_is_never_written():
     mm = booted()
     process = MUST(Process.try_exec(mm, ProgramImage.example(), seed=0))

@@ -116,3 +116,32 @@ def test_any_writes_after_fork_give_every_page_back_at_exit(writes):
     assert outcomes[-1].free_pages == outcomes[0].free_pages_before
     copies = sum(outcome.faults.get(COW_FAULT, 0) for outcome in outcomes)
     assert copies <= 6  # at most one copy per written page and process
+
+
+operations = st.tuples(st.sampled_from(["write", "munmap", "mprotect"]),
+                       st.sampled_from(["parent", CHILD]), st.integers(0, 7), st.integers(1, 3),
+                       st.sampled_from(["rw-", "r--", "---"]))
+
+
+def as_step(operation, who, page, pages, access):
+    if operation == "write":
+        return ("write", who, "heap", page * PAGE, pages * PAGE)
+    if operation == "munmap":
+        return ("munmap", who, "heap", page * PAGE, pages * PAGE)
+    return ("mprotect", who, "heap", page * PAGE, pages * PAGE, access)
+
+
+@settings(max_examples=15)
+@given(before=st.lists(operations, max_size=5), after=st.lists(operations, max_size=5))
+def test_any_splits_writes_and_forks_give_every_page_back(before, after):
+    steps = [("exec",), ("mmap", "heap", 8 * PAGE, "rw-")]
+    steps += [as_step(op, "parent", *rest) for op, _, *rest in before]
+    steps += [("fork",)] + [as_step(*operation) for operation in after]
+    steps += [("exit", CHILD), ("exit",)]
+    outcomes = run_trace(ProgramImage.example(), steps)
+    assert outcomes[-1].free_pages == outcomes[0].free_pages_before
+    for outcome in outcomes:
+        for rows in outcome.layouts.values():
+            assert all(a.end <= b.base for a, b in zip(rows, rows[1:]))
+        if outcome.error:  # only what a program can get wrong: a bad access or range
+            assert outcome.error.split()[0] in ("EFAULT", "EINVAL", "ENOMEM", "EPERM")

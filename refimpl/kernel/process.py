@@ -5,8 +5,8 @@ position-independent program (f0f97e1db02: Kernel/Syscalls/execve.cpp, `Process:
 `load_elf_object`, `do_exec`, and `Thread::make_thread_specific_region`):
 - a new AddressSpace, and a load offset chosen at random in [0x08000000, +256 MiB), page-aligned;
 - each read-only or executable segment maps the program file's VMObject, shared, under the
-  program's path; each writable segment gets a fresh region, "<path> (data-rw)", into which
-  its data is copied (which faults its pages in);
+  program's path; each writable segment gets a fresh region, "<path> (data-rw)", never
+  executable, into which its data is copied (which faults its pages in);
 - "<path> (master-tls)", the TLS image, randomized;
 - "Stack (Main thread)", 1 MiB, randomized; "Signal trampoline", one page of a VMObject the
   whole kernel shares, r-x, randomized;
@@ -21,8 +21,7 @@ Differences from SerenityOS, one line each:
   last region mapping it (SerenityOS's inode keeps a WeakPtr to its SharedInodeVMObject).
 - Segment offsets must be page-aligned; SerenityOS rounds an unaligned one down.
 - An empty segment is refused (ENOEXEC); SerenityOS skips one.
-- Overlapping segments are refused up front (ENOEXEC); SerenityOS fails placing the second.
-- A writable segment is mapped without execute permission, as SerenityOS does, even if asked.
+- Overlapping segments are refused up front (ENOEXEC); SerenityOS fails to place the second.
 - No interpreter (dynamic loader), no ETXTBSY check, no set-id bits, no file descriptors.
 - The TLS image is all zeros (.tbss): `tls_size` bytes, 8-byte aligned.
 - The auxiliary vector's 15 entries are written as zeros: their values are not modelled.
@@ -94,6 +93,13 @@ class Segment:
     def mapped_prot(self) -> int:
         """What SerenityOS maps it with: a writable segment never executable (L315-L319)."""
         return self.prot & (PROT_READ | PROT_WRITE) if self.is_writable() else self.prot
+
+    def region_name(self, path: str) -> str:
+        """SerenityOS's name for its region: the program's path, and for a writable segment
+        "(data-" and its r/w letters (execve.cpp#L320)."""
+        if not self.is_writable():
+            return path
+        return f"{path} (data-{'r' if self.prot & PROT_READ else ''}w)"
 
     def page_span(self) -> tuple[int, int]:
         """[first byte, end) of its pages, relative to the load base."""
@@ -313,13 +319,13 @@ class Process:
             address = load_offset + segment.offset
             if segment.is_writable():
                 region = TRY(self.space.allocate_region(
-                    segment.size, address=address, name=f"{self.image.name} (data-rw)",
+                    segment.size, address=address, name=segment.region_name(self.image.name),
                     prot=segment.mapped_prot()))
                 TRY(write_user_memory(self.space, address, segment.data, self.faults))
             else:
                 region = TRY(self.space.allocate_region_with_vmobject(
                     segment.size, program_file, segment.offset, address=address,
-                    name=self.image.name, prot=segment.prot, shared=True))
+                    name=segment.region_name(self.image.name), prot=segment.prot, shared=True))
             self._add(segment.name, region)
         return None
 
