@@ -68,7 +68,7 @@ NOT_ATOMIC = "mprotect not atomic at a hole"
 ERRNO = "errno"
 OTHER = "layouts differ"
 
-# Linux's values (asm-generic/mman-common.h; x86, arm, riscv, powerpc share them).
+# Linux's values (asm-generic/mman-common.h; all but mips, alpha and parisc use them).
 LINUX_PROT = {"r": 0x1, "w": 0x2, "x": 0x4}
 LINUX_MAP_PRIVATE, LINUX_MAP_FIXED, LINUX_MAP_ANONYMOUS = 0x02, 0x10, 0x20
 LINUX_MAP_FIXED_NOREPLACE = 0x100000
@@ -79,6 +79,8 @@ def _host_unsupported() -> str | None:
     """Why the host's kernel cannot be observed here, or None."""
     if not sys.platform.startswith("linux"):
         return f"the host is {sys.platform}, not Linux: no /proc/self/maps to read back"
+    if os.uname().machine.startswith(("mips", "alpha", "parisc")):
+        return f"{os.uname().machine} numbers its MAP_ flags differently; not supported here"
     if not os.path.exists("/proc/self/maps"):
         return "/proc/self/maps does not exist (is /proc mounted?)"
     try:
