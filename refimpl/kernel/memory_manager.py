@@ -83,6 +83,9 @@ class MemoryManager:
         self.shared_zero_page = MUST(self.allocate_physical_page(
             ShouldZeroFill.YES, PagePurpose.SHARED_ZERO))
         self.shared_zero_page.may_return_to_freelist = MayReturnToFreeList.NO
+        self.process_globals = None
+        """What refimpl.kernel.process keeps per kernel (the signal trampoline, the programs'
+        file VMObjects, the next pid): globals in C++, made on the first exec."""
 
     def _adopt_kernel_image(self, boot: BootInfo) -> None:
         """Make PhysicalPages of the image pages; none ever returns to the free list.

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -201,29 +200,26 @@ class _KernelProcesses:
     next_pid: int = 1
 
 
-_kernels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 @fallible
 def create_signal_trampoline(mm: MemoryManager):
     """ErrorOr[Region]: the kernel region "Signal trampolines" (Process.cpp#L368-L381), made
     once per kernel and never freed; every process maps its VMObject."""
-    if mm in _kernels:
-        return _kernels[mm].signal_trampoline
+    if mm.process_globals is not None:
+        return mm.process_globals.signal_trampoline
     region = TRY(mm.allocate_kernel_region(PAGE_SIZE, "Signal trampolines",
                                            Access.READ | Access.WRITE,
                                            AllocationStrategy.ALLOCATE_NOW))
     mm.current_cpu().store(region.vaddr(), SIGNAL_TRAMPOLINE_PLACEHOLDER)
     region.access = Access.READ  # set_writable(false), then remap
     region.remap()
-    _kernels[mm] = _KernelProcesses(region, {})
+    mm.process_globals = _KernelProcesses(region, {})
     return region
 
 
 def maps_signal_trampoline(mm: MemoryManager, region: Region) -> bool:
     """Whether `region` maps the kernel's signal trampoline: the one user region execve marks
     as a syscall region (`set_syscall_region(true)`, execve.cpp#L473)."""
-    state = _kernels.get(mm)
+    state = mm.process_globals
     return state is not None and region.vmobject is state.signal_trampoline.vmobject
 
 
@@ -231,7 +227,7 @@ def maps_signal_trampoline(mm: MemoryManager, region: Region) -> bool:
 def _program_file_vmobject(mm: MemoryManager, image: ProgramImage):
     """ErrorOr[ProgramFileVMObject] with a reference for the caller: the one every process
     running `image` maps, made if none is alive."""
-    files = _kernels[mm].program_files
+    files = mm.process_globals.program_files
     vmobject = files.get(image)
     if vmobject is not None and vmobject.ref_count() > 0:
         vmobject.ref()
@@ -247,7 +243,7 @@ class Process:
     "signal trampoline", its named mmaps) to their base addresses."""
 
     def __init__(self, mm: MemoryManager, image: ProgramImage, space: AddressSpace) -> None:
-        state = _kernels[mm]
+        state = mm.process_globals
         self.pid = state.next_pid
         state.next_pid += 1
         self.mm = mm
@@ -280,7 +276,7 @@ class Process:
         loaded = process._load(random.Random(seed))
         if loaded.is_error():
             space.destroy()
-            _kernels[mm].next_pid -= 1
+            mm.process_globals.next_pid -= 1
             return loaded
         return process
 
@@ -303,7 +299,7 @@ class Process:
         stack = TRY(self._allocate(Thread.DEFAULT_USERSPACE_STACK_SIZE, "Stack (Main thread)"))
         stack.stack = True
         self._add("stack", stack)
-        trampoline = _kernels[self.mm].signal_trampoline.vmobject
+        trampoline = self.mm.process_globals.signal_trampoline.vmobject
         self._add("signal trampoline", TRY(self.space.allocate_region_with_vmobject(
             PAGE_SIZE, trampoline, 0, name="Signal trampoline", prot=PROT_READ | PROT_EXEC,
             shared=True, randomize=True)))
