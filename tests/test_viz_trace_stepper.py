@@ -18,8 +18,10 @@ def _outcomes():
                             free_pages=100, layout=["heap ...."]),
             SimpleNamespace(text="write 2 pages of heap", faults={"demand zero": 2}, resident=5,
                             cow_shared=0, free_pages=98, layout=["heap ##.."]),
-            SimpleNamespace(text="fork", faults={}, resident={"parent": 5, "child": 5}, cow_shared=4, free_pages=95,
-                            layout=["heap cc.."])]
+            SimpleNamespace(text="fork", faults={}, resident={"parent": 5, "child": 5},
+                            cow_shared=4, free_pages=95, layout=["heap cc.."]),
+            SimpleNamespace(text="exit", faults={}, resident={}, cow_shared=0, free_pages=100,
+                            layout=[])]
 
 
 def _plot(layout, title):
@@ -38,7 +40,7 @@ def test_the_model_lists_the_steps_done_and_counts_the_current_one():
     assert dict(model.counters()) == {"faults during this step": "2 demand zero",
                                       "resident pages": 5, "pages shared copy-on-write": 0,
                                       "free physical pages": 98}
-    assert model.title().startswith("After step 2 of 3")
+    assert model.title().startswith("After step 2 of 4")
     model.set_step(3)
     assert dict(model.counters())["resident pages"] == "parent 5, child 5"
 
@@ -46,7 +48,8 @@ def test_the_model_lists_the_steps_done_and_counts_the_current_one():
 def test_the_model_refuses_a_step_outside_the_run_and_keeps_its_cursor():
     model = TraceStepperModel(_outcomes())
     model.set_step(3)
-    for bad in (0, 4, "2", 2.0):
+    assert dict(model.counters())["pages shared copy-on-write"] == 4
+    for bad in (0, 5, "2", 2.0):
         with pytest.raises(ValueError):
             model.set_step(bad)
     assert model.step == 3
@@ -60,8 +63,11 @@ def test_moving_the_slider_redraws_the_text_and_the_map():
                            _plot(layout, title))
     before = stepper.text.value
     stepper.slider.value = 3
-    assert stepper.text.value != before and "After step 3 of 3: fork" in stepper.text.value
+    assert stepper.text.value != before and "After step 3 of 4: fork" in stepper.text.value
     assert drawn == [["heap ...."], ["heap cc.."]]
+    stepper.slider.value = 4  # the process has exited: a sentence, not an empty map
+    assert drawn == [["heap ...."], ["heap cc.."]]
+    assert "the process has exited" in stepper.model.no_map()
 
 
 def _events(*spec):

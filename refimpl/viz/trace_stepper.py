@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 
 import ipywidgets as widgets
-from IPython.display import display
+from IPython.display import HTML, display
 
 from refimpl.viz.tables import table_html
 
@@ -53,6 +53,10 @@ class TraceStepperModel:
                 ("pages shared copy-on-write", outcome.cow_shared),
                 ("free physical pages", outcome.free_pages)]
 
+    def no_map(self) -> str:
+        """What stands in for the map when the step's process has no address space left."""
+        return f"No map after step {self.step}: the process has exited, its address space is gone."
+
     def title(self) -> str:
         return f"After step {self.step} of {len(self.outcomes)}: {self.current.text}"
 
@@ -81,6 +85,9 @@ class TraceStepper(widgets.VBox):
                            f'<details><summary>the steps so far</summary>{done}</details>')
         self.figure_view.clear_output(wait=True)
         with self.figure_view:
+            if not self.model.current.layout:  # the process has exited: nothing to draw
+                display(HTML(f"<p><i>{html.escape(self.model.no_map())}</i></p>"))
+                return
             figure = self._plot(self.model.current.layout, self.model.title())
             display(figure)
             self._plt.close(figure)
