@@ -11,6 +11,7 @@ import pytest
 
 import run
 from refimpl.grading.generate import generate_all
+from tests.test_course_links import BEING_WRITTEN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,8 @@ def test_the_lessons_links_to_exercises_resolve_inside_the_workspace():
     for path in sorted((ROOT / "course").glob("*.ipynb")):
         text = path.read_text()
         for target in {part.split(")")[0] for part in text.split("](../exercises/")[1:]}:
+            if f"../exercises/{target}" in BEING_WRITTEN:
+                continue
             assert (ROOT / "exercises" / target).exists(), f"{path.name} links to {target}"
 
 

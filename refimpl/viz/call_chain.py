@@ -83,6 +83,21 @@ def record_call_chain(action: Callable[[], object], functions: Iterable[str],
     return result, events
 
 
+def calls_and_returns(events: list[ChainEvent], keep: Callable[[ChainEvent], bool] = lambda _: True
+                      ) -> list[tuple[ChainEvent, ChainEvent | None]]:
+    """Each recorded call with its return (None if it raised out of the recording), in call
+    order, for a table of the chain; `keep(call)` picks the calls to list."""
+    pairs: list[list] = []
+    open_calls: list[int] = []
+    for event in events:
+        if event.kind == "call":
+            open_calls.append(len(pairs))
+            pairs.append([event, None])
+        elif open_calls:
+            pairs[open_calls.pop()][1] = event
+    return [(call, returned) for call, returned in pairs if keep(call)]
+
+
 def quickmap_pd_probe(mm: MemoryManager) -> Callable[[], str]:
     """A probe naming the page directory the quickmap PD window shows right now."""
     def probe() -> str:
