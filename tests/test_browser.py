@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from run import tool_environment
-from tests.browser_lab import (DRAWN, code_cells_to_run, course_arguments, free_port,
-                               launch_chromium, open_notebook, run_all_cells, running_lab,
-                               screenshot_on_failure, serving, sync_api)
+from tests.browser_lab import (DRAWN, KERNEL_IDLE, code_cells_to_run, course_arguments,
+                               free_port, launch_chromium, open_notebook, run_all_cells,
+                               running_lab, screenshot_on_failure, serving, sync_api)
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "course").glob("*.ipynb"))
@@ -81,6 +81,7 @@ def move_first_control(page, expect) -> bool:
         current = select.evaluate("s => s.selectedIndex")
         select.select_option(index=(current + 1) % options)
     page.wait_for_function(f"(before) => ({DRAWN})() !== before", arg=before, timeout=30_000)
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)  # every key press redrawn: a true picture
     control.scroll_into_view_if_needed()
     return True
 
