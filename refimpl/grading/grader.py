@@ -10,7 +10,8 @@ process (`kernel.py`), isolated (`sandbox.py`).
 The trust split: what comes back from a kernel process is a claim. This process decides each
 verdict: an exercise passes only when the process says so *and* its record of the learner's
 answers (`transcript.py`, plain JSON) equals, with exact types, the record the solutions
-produce on the same hidden cases, computed once per class. Each student's results are written
+produce on the same hidden cases, computed once per class; or, for an exercise with a trusted
+`judge` (several right answers), when that judge, run here, accepts the record. Each student's results are written
 as soon as they are known, so a re-run with the same set-up resumes. Submissions are only ever
 read.
 """
