@@ -112,6 +112,8 @@ def check_missed_site(missed_sites, hidden=False):
     names = [name if isinstance(name, str) else plain(name) for name in answer[0]]
     names = sorted(names, key=repr)
     record("missed_sites()", names, answer[1])
+    if hidden:  # the autograder: its judge decides, in its own process, once per answer
+        return "passed: your answer is recorded for the grader's judge"
     return judge_missed_sites([["missed_sites()", names, answer[1]]])
 
 
