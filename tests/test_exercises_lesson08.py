@@ -1,5 +1,5 @@
 """Lesson 08's exercises: realistic mistakes, each caught by the scheduler with feedback that
-points at it."""
+points at it (harmless variants: test_exercises_variants.py)."""
 
 import re
 
@@ -8,11 +8,21 @@ import pytest
 from refimpl.grading import EXERCISES, CheckFailed
 from tests.test_exercises import definitions
 
+SCHEDULE = '"ABBBAAB"'
 MISTAKES = {
-    "a reader the stopgap fixed": ("08-missed-site", ('"sys$fork"', '"amount_virtual"'),
-                                   "not a missed site"),
+    "a reader the stopgap fixed": ("08-missed-site", ('"Coredump"', '"Coredump", "dump_regions"'),
+                                   "dump_regions against a thread creation: all 14 "
+                                   "interleavings saw a consistent tree"),
+    "a missed reader left out": ("08-missed-site", ('"sys$fork", ', ""),
+                                 "the stopgap missed 4 of the readers; you named 3"),
     "a name that is not a reader": ("08-missed-site", ('"sys$fork"', '"fork"'),
-                                    "a_missed_site() must return one of"),
+                                    "'fork' is not a reader"),
+    "the insert before the walk": ("08-missed-site", (SCHEDULE, '"BBBAAA"'),
+                                   "saw a consistent tree"),
+    "a step of a finished thread": ("08-missed-site", (SCHEDULE, '"AAAAB"'),
+                                    "which has finished"),
+    "one name, not a list": ("08-missed-site", ("return missed,", "return missed[0],"),
+                             "must return (a list of reader names"),
     "a lock, but not the one the insert holds": (
         "08-lookup-lock", ("tree_lock = mm.region_tree.get_lock()",
                            "tree_lock = type(mm.region_tree.get_lock())('a lock of my own')"),

@@ -325,3 +325,92 @@ def test_an_unprivileged_grader_is_told_why(monkeypatch):
     finally:
         monkeypatch.undo()
         sandbox.unavailable.cache_clear()
+
+
+NOBODY = 65534
+
+
+def as_nobody(argv: list[str]) -> list[str]:
+    """`argv` run as the unprivileged user nobody when the suite runs as root (CI); as the
+    suite's own user otherwise, which is then the unprivileged one."""
+    if os.geteuid() != 0:
+        return argv
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+
+
+def nobodys_python() -> tuple[str, str]:
+    """(an interpreter the unprivileged user can start, again and again, and the PYTHONPATH
+    that gives it this environment's packages): this virtual environment's interpreter may
+    live under root's home, out of that user's reach, so the system's is used when it is the
+    same Python version."""
+    import subprocess
+    import sys
+    import sysconfig
+    system = "/usr/bin/python3"
+    same = Path(system).exists() and subprocess.run(
+        [system, "-c", f"import sys; sys.exit(sys.version_info[:2] != {sys.version_info[:2]})"]
+    ).returncode == 0
+    paths = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"), str(ROOT)}
+    return (system if same else sys.executable), os.pathsep.join(sorted(paths))
+
+
+def run_as_nobody(argv: list[str], cwd: Path):
+    import subprocess
+    python, path = nobodys_python()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
+           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "PYTHONPATH": path}
+    return subprocess.run(as_nobody([python, *argv]), cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def nobodys_class(toys, tmp_path_factory):  # noqa: F811 - the fixture of test_grading_machinery
+    """A copy of the toy class (two honest students, one who tries to write where it should
+    not) and its checks, in a folder the unprivileged user owns."""
+    import shutil
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="refimpl-nobody-"))
+    solutions = shutil.copytree(toys.solutions, folder / "solutions")
+    shutil.copy(toys.checks, folder / "toy_checks.py")
+    notebooks = {path.name: nbformat.read(path, as_version=4)
+                 for path in sorted(solutions.glob("*.ipynb"))}
+    write_notebooks(folder / "class" / "honest", notebooks)
+    write_notebooks(folder / "class" / "zz-honest", notebooks)
+    if os.geteuid() == 0:
+        for path in [folder, *folder.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_unprivileged_grader_really_refuses_or_really_isolates(nobodys_class):
+    """The grader run for real as an unprivileged user (not a faked euid). The test asks the
+    grader's own detection, in that user's process, which behaviour to expect: isolation, with
+    the class graded and the hostile student gaining nothing; or a loud refusal that writes
+    nothing, then grading only when told --no-isolation, saying loudly it is unisolated."""
+    folder = nobodys_class
+    detected = run_as_nobody(["-c", "import os\nfrom refimpl.grading.sandbox import unavailable"
+                              "\nprint(os.geteuid())\nprint(unavailable())"], folder)
+    assert detected.returncode == 0, detected.stderr
+    uid, why = detected.stdout.strip().split("\n", 1)
+    assert int(uid) != 0
+    grade = ["-m", "refimpl.grading", "grade", "class", "--out", "out", "--solutions",
+             "solutions", "--checks", "toy_checks.py", "--timeout", "5", "--memory", "512",
+             "--jobs", "1"]
+    run = run_as_nobody(grade, folder)
+    if why == "None":  # isolation works for this user: a real grading, in the box
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert (folder / "out" / "grades.csv").read_text().count(",7,7\n") == 2
+        return
+    # no isolation for this user: refuse, loudly, writing nothing, for the reason detected
+    assert why.startswith("isolation needs root") or "bwrap" in why, why
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "REFUSING TO GRADE: student code cannot be isolated here: " + why in run.stderr
+    assert "--no-isolation" in run.stderr
+    assert not (folder / "out").exists()
+    # told to, it grades, and says it is not isolated
+    unisolated = run_as_nobody(grade + ["--no-isolation"], folder)
+    assert unisolated.returncode == 0, unisolated.stderr[-2000:]
+    assert "WARNING: --no-isolation: student code runs as you" in unisolated.stderr
+    assert (folder / "out" / "grades.csv").read_text().count(",7,7\n") == 2
+    assert (folder / "out" / "honest" / "results.json").stat().st_uid == int(uid)

@@ -7,6 +7,11 @@ An exercise lives in a notebook under `solutions/` as two cells with nbgrader me
   `grade("<id>")` (`refimpl.grading.feedback`).
 `grade` runs the visible cases and renders the result; the autograder calls
 `check(..., hidden=True)`, which runs more cases, from seeds no student notebook contains.
+
+A check runs next to the learner's code, so the autograder trusts only its record
+(`transcript.py`), judged in the grader's own process: by default against the solutions' record;
+with a `judge`, by that trusted function, for answers that are plain data with more than one
+right value (a set of names and a schedule).
 """
 
 from __future__ import annotations
@@ -36,15 +41,21 @@ class Exercise:
     forbids: tuple[str, ...] = ()
     """Dotted paths of the reference functions this exercise asks the learner to write: the
     autograder makes them raise "write this yourself" in the learner's answer cell."""
+    judge: Callable[[list], str] | None = None
+    """judge(record) -> a line of success feedback; raises CheckFailed. Trusted: the grader
+    calls it in its own process on the record (plain data) the learner's process sent, instead
+    of comparing that record with the solutions'. The check calls it too, for the notebook."""
 
 
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(grade_id: str, title: str, points: int, *names: str, forbids: tuple[str, ...] = ()):
+def exercise(grade_id: str, title: str, points: int, *names: str, forbids: tuple[str, ...] = (),
+             judge: Callable[[list], str] | None = None):
     """Register the decorated check function as the check of exercise `grade_id`."""
     def register(check: Callable[..., str]) -> Callable[..., str]:
-        EXERCISES[grade_id] = Exercise(grade_id, title, points, names, check, tuple(forbids))
+        EXERCISES[grade_id] = Exercise(grade_id, title, points, names, check, tuple(forbids),
+                                       judge)
         return check
     return register
 

@@ -10,7 +10,8 @@ process (`kernel.py`), isolated (`sandbox.py`).
 The trust split: what comes back from a kernel process is a claim. This process decides each
 verdict: an exercise passes only when the process says so *and* its record of the learner's
 answers (`transcript.py`, plain JSON) equals, with exact types, the record the solutions
-produce on the same hidden cases, computed once per class. Each student's results are written
+produce on the same hidden cases, computed once per class; or, for an exercise with a trusted
+`judge` (several right answers), when that judge, run here, accepts the record. Each student's results are written
 as soon as they are known, so a re-run with the same set-up resumes. Submissions are only ever
 read.
 """
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from refimpl.grading.exercises import EXERCISES
+from refimpl.grading.exercises import EXERCISES, CheckFailed
 from refimpl.grading.generate import (SOLUTIONS, generate_exercise_notebook, is_setup,
                                       is_solution, nbgrader, read_notebook)
 from refimpl.grading.kernel import Limits, Step, Verdict, checks_payload, run_steps
@@ -286,9 +287,13 @@ class Grading:
 
 
 def judge(grade_id: str, claimed: Verdict, expected: list | None) -> Verdict:
-    """The verdict, decided here: a claimed pass stands only when the learner's record equals
-    the solutions' record with exact types; otherwise the first case that differs is shown.
-    Any other claim stands (a learner forging one only loses points)."""
+    """The verdict, decided here: a claimed pass stands only when the exercise's trusted judge
+    accepts the learner's record, or else when that record equals the solutions' record with
+    exact types (the first case that differs is shown). Any other claim stands (a learner
+    forging one only loses points)."""
+    trusted = getattr(EXERCISES.get(grade_id), "judge", None)
+    if claimed.status == "passed" and trusted is not None:
+        return _trusted_verdict(trusted, claimed)
     if claimed.status != "passed" or expected is None:
         return claimed
     got = list(claimed.record)
@@ -305,6 +310,19 @@ def judge(grade_id: str, claimed: Verdict, expected: list | None) -> Verdict:
         return Verdict("wrong", f"wrong: your answer was checked on {len(got)} cases, the "
                                 f"grader's hidden checks have {len(expected)}", claimed.record)
     return claimed
+
+
+def _trusted_verdict(trusted, claimed: Verdict) -> Verdict:
+    """The trusted judge's verdict on the record: its own line when it passes, never the line
+    the learner's process sent."""
+    try:
+        return Verdict("passed", trusted([list(line) if isinstance(line, list) else line
+                                          for line in claimed.record]), claimed.record)
+    except CheckFailed as failure:
+        return Verdict("wrong", f"wrong: {failure}", claimed.record)
+    except Exception as error:  # noqa: BLE001 - a forged record of any shape is only wrong
+        return Verdict("wrong", f"wrong: the grader could not read your answer "
+                                f"({type(error).__name__}: {str(error)[:200]})", claimed.record)
 
 
 def judged(result: StudentResult, expected: dict) -> StudentResult:
@@ -370,6 +388,7 @@ class Progress:
 def expected_records(result: StudentResult) -> dict:
     """The solutions graded as a student (in the same box): their record per exercise. A
     solution that does not pass its own check stops the grading: nothing could be judged."""
+    result = judged(result, {})
     failing = [f"{exercise.grade_id}: {exercise.verdict.output}"
                for exercise in result.exercises if exercise.verdict.status != "passed"]
     if failing:

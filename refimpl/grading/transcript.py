@@ -5,8 +5,11 @@ works on), so its own verdict is only a claim: code in the same process can rewr
 patch builtins, or write "passed" on the result pipe. So each check also calls `record` with
 the values it compares, normalised the way it compares them (`bool(present)`, a list of ints).
 The worker sends the record as JSON; the grader, in its own process, compares it with exact
-types against the record the solutions produced on the same hidden cases (`grader.py`). To pass
-there, the learner's process must produce the reference's answers on every hidden case.
+types against the record the solutions produced on the same hidden cases, or hands it to the
+exercise's trusted `judge` (`grader.py`). Code in the learner's process can write any record it
+likes, so a record line must hold what only a working answer produces (the values, the state a
+call left), never a verdict (True, a reason, an empty list of differences) that a forger could
+write without solving (`tests/test_grading_forgers.py` tries).
 """
 
 from __future__ import annotations

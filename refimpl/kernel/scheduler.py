@@ -234,10 +234,12 @@ class Exploration:
 
 
 def explore(make_program: Callable[[], Program], check: Callable[[Any], bool] | None = None,
-            max_runs: int = 10_000) -> Exploration:
+            max_runs: int = 10_000, on_run: Callable[[Run], None] | None = None) -> Exploration:
     """Run every interleaving of `make_program()`'s threads, each from fresh state, until one
     fails: it deadlocks, panics, or `check(state)` is false once all threads have finished.
-    Raises RuntimeError if more than `max_runs` interleavings exist (no silent partial proof)."""
+    `on_run(run)` sees every run, the failing one included (a grading check notes what each
+    did). Raises RuntimeError if more than `max_runs` interleavings exist (no silent partial
+    proof)."""
     prefix: str | None = ""
     runs = 0
     while prefix is not None:
@@ -246,6 +248,8 @@ def explore(make_program: Callable[[], Program], check: Callable[[Any], bool] | 
                                f"max_runs or make the program smaller")
         run = replay(make_program, prefix)
         runs += 1
+        if on_run is not None:
+            on_run(run)
         reason = _failure(run, check)
         if reason is not None:
             return Exploration(runs, run, reason)

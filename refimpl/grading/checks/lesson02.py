@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from refimpl.ak import MUST, Errno, Error, ErrorOr
-from refimpl.grading.checks.common import call, expect_error, expect_value, fresh_kernel, passed
+from refimpl.grading.checks.common import (call, expect_error, expect_value, fresh_kernel, passed,
+                                           snapshot_values)
 from refimpl.grading.exercises import CheckFailed, exercise
 from refimpl.grading.transcript import record
 from refimpl.history.kresult import KResult
@@ -33,10 +34,12 @@ def check_try(allocate_read_only, hidden=False):
                                 case="allocate_read_only(space, 3 pages)"), "3 pages")
     if region.access != Region.Access.READ or region.size() != 3 * PAGE_SIZE:
         raise CheckFailed(f"expected a 3-page read-only region, got {region!r}")
-    record("3 pages", type(region).__name__, region.access, region.size())
+    record("3 pages", type(region).__name__, region.access, [region.vaddr(), region.size()],
+           snapshot_values(KernelSnapshot.take(space.mm, (space,))))
     zero = call(allocate_read_only, space, 0, case="allocate_read_only(space, 0)")
     expect_error(zero, Errno.EINVAL, "size 0")
-    record("size 0", zero.error().code())
+    record("size 0", zero.error().code(),
+           snapshot_values(KernelSnapshot.take(space.mm, (space,))))
     failures = range(1, 4) if not hidden else range(1, 6)
     for n in failures:
         kernel = fresh_kernel()
@@ -48,7 +51,7 @@ def check_try(allocate_read_only, hidden=False):
             break
         expect_error(result, Errno.ENOMEM, f"kmalloc #{n} failing")
         record(f"kmalloc #{n} failing", result.error().code(),
-               KernelSnapshot.take(kernel, (space,)).differences(before))
+               snapshot_values(KernelSnapshot.take(kernel, (space,))))
         if KernelSnapshot.take(kernel, (space,)).differences(before):
             raise CheckFailed(f"kmalloc #{n} failing: the address space changed although the "
                               f"call failed")

@@ -6,7 +6,7 @@ import random
 
 from refimpl.ak import MUST, Errno
 from refimpl.grading.checks.common import (call, expect_error, expect_value, fresh_kernel,
-                                           passed, seeds)
+                                           passed, seeds, snapshot_values)
 from refimpl.grading.exercises import CheckFailed, exercise
 from refimpl.grading.transcript import record
 from refimpl.history.page_table_map import MemoryManagerWithPageTableMap, prepare_reentrancy
@@ -43,8 +43,13 @@ def check_ensure_pte(ensure_pte, hidden=False):
                 raise CheckFailed(f"{case}: ensure_pte must not kmalloc; it did from "
                                   f"{' > '.join(heap[0].call_chain[-3:])}")
             _check_refcounts(mm, case)
-            record(case, pte.address, len(heap), mm.free_physical_pages(),
-                   len(directory.page_table_addresses()))
+            # the page tables' physical pages and the heap's state, not "no kmalloc" (a 0
+            # anyone could write): only an ensure_pte that allocates as the kernel does
+            # leaves these
+            record(case, pte.address, mm.free_physical_pages(),
+                   mm.kmalloc_heap.allocated_bytes(),
+                   sorted(directory.page_table_addresses().items()))
+        record(f"seed {seed}: the kernel after", snapshot_values(KernelSnapshot.take(mm)))
         _check_ensure_pte_failure(ensure_pte, seed)
     return passed(len(seeds(hidden, 3, 8)) * 6, "calls on fresh kernels, and out of memory")
 
@@ -66,7 +71,7 @@ def _check_ensure_pte_failure(ensure_pte, seed: int) -> None:
     differences = KernelSnapshot.take(mm).differences(before)
     if differences:
         raise CheckFailed(f"{case}: the call failed but changed {', '.join(differences)}")
-    record(case, result.error().code(), differences)
+    record(case, result.error().code(), snapshot_values(KernelSnapshot.take(mm)))
 
 
 @exercise("03-release-pte", "Write release_pte: unref, then clear the PDE", 3, "release_pte",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from refimpl.ak import MUST, Errno
-from refimpl.grading.checks.common import call, expect_error, expect_value, fresh_kernel, passed
+from refimpl.grading.checks.common import (call, expect_error, expect_value, fresh_kernel, passed,
+                                           snapshot_values)
 from refimpl.grading.exercises import CheckFailed, exercise
 from refimpl.grading.transcript import record
-from refimpl.hw import Access, PageFault
-from refimpl.kernel import (AP_BOOT_TRAMPOLINE, AllocationKind, MemoryManager, Region,
-                            VirtualRange, create_identity_mapped_region, start_ap)
+from refimpl.hw import Access, PageFault, PTEFlags
+from refimpl.kernel import (AP_BOOT_TRAMPOLINE, AllocationKind, MemoryManager, PagePurpose,
+                            Region, VirtualRange, create_identity_mapped_region, start_ap)
 from refimpl.kernel.ap_boot import copy_trampoline
 from refimpl.kernel.address import PAGE_SIZE
 from refimpl.kernel.invariants import (KernelSnapshot, page_table_refcount_violations,
@@ -77,9 +78,26 @@ def check_unmap_everywhere(remove_identity_mapping, hidden=False):
         problems = page_table_refcount_violations(mm) + physical_page_violations(mm)
         if problems:
             raise CheckFailed(f"{case}: {problems[0]}")
-        record(case, [AP_BOOT_TRAMPOLINE >> 12 in cpu.mmu.tlb for cpu in mm.machine.cpus],
-               mm.free_physical_pages(), problems)
+        record(case, mm.free_physical_pages(), _translations_after_remapping(mm))
     return passed(2 if not hidden else 3, "machines")
+
+
+def _translations_after_remapping(mm: MemoryManager) -> list:
+    """Map 0x8000 again, to a fresh page, and note where each CPU's reads of it go. A CPU
+    whose TLB was flushed walks the new tables to the fresh page; a stale entry would still
+    lead to the trampoline. Which page is fresh depends on what the removal gave back, so
+    this is evidence of the flush that only a real removal produces (not "no stale entry", a
+    False anyone could write)."""
+    page = MUST(mm.allocate_physical_page(purpose=PagePurpose.USER))
+    pte = MUST(mm.ensure_pte(mm.kernel_page_directory(), AP_BOOT_TRAMPOLINE))
+    pte.set_raw(mm.format.encode(page.paddr() // PAGE_SIZE, PTEFlags.PRESENT))
+    translations = []
+    for cpu in mm.machine.cpus:
+        try:
+            translations.append(cpu.mmu.translate(AP_BOOT_TRAMPOLINE, Access.READ))
+        except PageFault:
+            translations.append(None)
+    return translations
 
 
 @exercise("04-boot-aps", "Boot the APs and clean up", 3, "boot_all_aps")
@@ -101,8 +119,8 @@ def check_boot_aps(boot_all_aps, hidden=False):
         differences = KernelSnapshot.take(mm).differences(before)
         if differences:
             raise CheckFailed(f"{case}: booting left {', '.join(differences)} changed")
-        record(case, [cpu.online for cpu in mm.machine.cpus], differences,
-               mm.free_physical_pages())
+        record(case, [cpu.online for cpu in mm.machine.cpus],
+               snapshot_values(KernelSnapshot.take(mm)))
     mm = fresh_kernel(cpus=2)
     mm.allocations.fail_nth(AllocationKind.KMALLOC, 1)
     result = call(boot_all_aps, mm, case="boot_all_aps with kmalloc failing")
@@ -110,5 +128,5 @@ def check_boot_aps(boot_all_aps, hidden=False):
     if any(cpu.online for cpu in mm.machine.aps):
         raise CheckFailed("boot_all_aps with kmalloc failing: an AP came online anyway")
     record("boot_all_aps with kmalloc failing", result.error().code(),
-           [cpu.online for cpu in mm.machine.cpus])
+           [cpu.online for cpu in mm.machine.cpus], snapshot_values(KernelSnapshot.take(mm)))
     return passed(3, "boots, one of them out of memory")

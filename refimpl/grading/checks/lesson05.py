@@ -182,7 +182,8 @@ def _check_not_in_tree(take_region, space, seed: int) -> None:
     space.region_tree.remove(region)  # taken by someone else: no longer in the tree
     case = f"seed {seed}: take_region of a region that is not in the tree"
     result = call(take_region, space, region, case=case)
-    record(case, result)
+    record(case, result, [[other.range.base, other.range.size]
+                          for other in space.region_tree.regions()], _cache_state(space))
     if result is not False:
         raise CheckFailed(f"{case}: return False, as RegionTree.remove does")
     region.destroy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 from refimpl.grading.checks.common import call, passed, range_values, seeds
@@ -107,7 +108,8 @@ def check_specific(allocate_specific, hidden=False):
 
 
 class WatchedNode:
-    """A GapNode as the learner sees it, counting every node reached through left/right."""
+    """A GapNode as the learner sees it, noting the base of every node reached through
+    left/right."""
 
     __slots__ = ("base", "size", "largest", "_left", "_right", "_reached")
 
@@ -120,13 +122,13 @@ class WatchedNode:
     @property
     def left(self):
         if self._left is not None:
-            self._reached.add(id(self._left))
+            self._reached.add(self._left.base)
         return self._left
 
     @property
     def right(self):
         if self._right is not None:
-            self._reached.add(id(self._right))
+            self._reached.add(self._right.base)
         return self._right
 
 
@@ -147,31 +149,82 @@ def _height(node: GapNode | None) -> int:
     return 0 if node is None else 1 + max(_height(node.left), _height(node.right))
 
 
-@exercise("06-lowest-gap", "Find the lowest fitting gap in one descent", 3, "lowest_fitting")
-def check_lowest_gap(lowest_fitting, hidden=False):
-    count = 0
+def lowest_gap_cases(hidden: bool):
+    """(case, gap tree, its height, bytes needed) of every search the check makes."""
     for seed in seeds(hidden, visible=12, hidden_count=40):
-        gaps = random_gap_tree(seed)
-        height = _height(gaps.root)
+        gaps, height = _gap_tree_and_height(seed)
         rng = random.Random(seed)
         for needed in sorted({rng.randrange(1, 45) * PAGE_SIZE for _ in range(5)} |
                              {gaps.largest(), gaps.largest() + PAGE_SIZE}):
-            reached: set = set()
-            root = WatchedNode(gaps.root, reached)
             case = f"gap tree {seed} ({len(gaps)} gaps, height {height}), needed {needed:#x}"
-            got = call(lowest_fitting, root, needed, case=case)
-            wanted = gaps.lowest_fitting(needed)
-            if got is not None:
-                got = tuple(got)
-            record(case, got, len(reached) <= 2 * height)
-            if got != wanted:
-                raise CheckFailed(f"{case}: expected {wanted and (hex(wanted[0]), hex(wanted[1]))}"
-                                  f", got {got}")
-            if len(reached) > 2 * height:
-                raise CheckFailed(f"{case}: right answer, but your function reached "
-                                  f"{len(reached)} nodes; one descent reaches at most "
-                                  f"{2 * height} (a node and its left child per level)")
-            count += 1
+            yield case, gaps, height, needed
+
+
+@functools.lru_cache(maxsize=None)
+def _gap_tree_and_height(seed: int) -> tuple[GapTree, int]:
+    gaps = random_gap_tree(seed)
+    return gaps, _height(gaps.root)
+
+
+def _path_below_root(gaps: GapTree, base: int) -> list[int]:
+    """The bases of the nodes from the root's child down to the gap at `base`: a search
+    that returns that gap has reached every one of them through left/right."""
+    path, node = [], gaps.root
+    while node is not None and node.base != base:
+        node = node.left if base < node.base else node.right
+        if node is not None:
+            path.append(node.base)
+    return path
+
+
+def judge_lowest_gap(lines: list) -> str:
+    """Trusted (the grader runs it in its own process, on the hidden cases it builds itself):
+    each answer is the lowest fitting gap, and the nodes the learner's search reached are at
+    most two a level and include the way down to that gap. Different one-descent searches
+    reach different nodes, so the reached nodes cannot be compared with the reference's."""
+    cases = list(lowest_gap_cases(hidden=True))
+    if len(lines) != len(cases):
+        raise CheckFailed(f"your function was checked on {len(lines)} searches, the grader's "
+                          f"hidden checks have {len(cases)}")
+    for line, (case, gaps, height, needed) in zip(lines, cases):
+        if not isinstance(line, list) or len(line) != 3 or line[0] != case:
+            raise CheckFailed(f"{case}: your answer is missing")
+        _, got, reached = line
+        wanted = gaps.lowest_fitting(needed)
+        if got != (None if wanted is None else list(wanted)):
+            raise CheckFailed(f"{case}: expected {wanted and (hex(wanted[0]), hex(wanted[1]))},"
+                              f" got {got}")
+        if not isinstance(reached, list) or len(reached) > 2 * height:
+            raise CheckFailed(f"{case}: right answer, but your function reached "
+                              f"{len(reached) if isinstance(reached, list) else reached} nodes; "
+                              f"one descent reaches at most {2 * height} (a node and its left "
+                              f"child per level)")
+        if wanted is not None and not set(_path_below_root(gaps, wanted[0])) <= set(reached):
+            raise CheckFailed(f"{case}: your search did not reach the gap it returned")
+    return passed(len(cases), "searches, each one descent")
+
+
+@exercise("06-lowest-gap", "Find the lowest fitting gap in one descent", 3, "lowest_fitting",
+          judge=judge_lowest_gap)
+def check_lowest_gap(lowest_fitting, hidden=False):
+    count = 0
+    for case, gaps, height, needed in lowest_gap_cases(hidden):
+        reached: set = set()
+        root = WatchedNode(gaps.root, reached)
+        got = call(lowest_fitting, root, needed, case=case)
+        wanted = gaps.lowest_fitting(needed)
+        if got is not None:
+            got = tuple(got)
+        # the bases of the nodes reached, which the grader's judge checks against the tree
+        record(case, got, sorted(reached))
+        if got != wanted:
+            raise CheckFailed(f"{case}: expected {wanted and (hex(wanted[0]), hex(wanted[1]))}"
+                              f", got {got}")
+        if len(reached) > 2 * height:
+            raise CheckFailed(f"{case}: right answer, but your function reached "
+                              f"{len(reached)} nodes; one descent reaches at most "
+                              f"{2 * height} (a node and its left child per level)")
+        count += 1
     return passed(count, "searches, each one descent")
 
 

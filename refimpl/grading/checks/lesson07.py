@@ -11,6 +11,7 @@ from refimpl.grading.transcript import record
 from refimpl.history.atomic_place import MAP_FIXED, MAP_RANDOMIZED, sys_mmap_at_07f3d09c552
 from refimpl.kernel import AddressSpace, Program, RegionTree, SimThread, replay
 from refimpl.kernel.address import PAGE_SIZE, VirtualAddress
+from refimpl.kernel.locking import ExecutionContext, running_as
 from refimpl.kernel.region import Region
 from refimpl.kernel.virtual_range import VirtualRange
 
@@ -21,19 +22,38 @@ BASE = 0x100_0000
 
 class WatchedTree(RegionTree):
     """A RegionTree that notes, at each call of the finder and of `_insert`, whether its lock
-    was held; its own place_* refuse, so that the learner writes one."""
+    was held, and lets another CPU try to place a page there and then: it can only while the
+    lock is free. Its own place_* refuse, so that the learner writes one."""
 
     def __init__(self, total_range: VirtualRange) -> None:
         super().__init__(total_range)
         self.seen: list[tuple[str, bool]] = []
+        self.other_cpu: Region | None = None
 
     def _allocate_range_anywhere(self, size: int, alignment: int = PAGE_SIZE):
         self.seen.append(("find", self.get_lock().is_locked()))
+        self.other_cpu_places()
         return super()._allocate_range_anywhere(size, alignment)
 
     def _insert(self, region: Region, placed: VirtualRange) -> None:
         self.seen.append(("insert", self.get_lock().is_locked()))
+        self.other_cpu_places()
         super()._insert(region, placed)
+
+    def other_cpu_places(self) -> None:
+        """Another CPU places a one-page region, once, if it can take the tree's lock now."""
+        if self.other_cpu is not None:
+            return
+        with running_as(ExecutionContext("the other CPU")):
+            if not self.get_lock().try_lock():
+                return
+            try:
+                self.other_cpu = Region.create_unbacked(None, "other CPU")
+                found = RegionTree._allocate_range_anywhere(self, PAGE_SIZE)
+                if not found.is_error():
+                    RegionTree._insert(self, self.other_cpu, found.value())
+            finally:
+                self.get_lock().unlock()
 
     def place_anywhere(self, *args, **kwargs):
         raise AssertionError("write place_anywhere yourself, from the finder and _insert")
@@ -71,23 +91,34 @@ def check_place_anywhere(place_anywhere, hidden=False):
         tree = tree_with_regions(seed, watched=True)
         region = Region.create_unbacked(None, "new")
         case = f"regions {[str(r.range) for r in tree.regions()]}, {size:#x} bytes"
-        got_placed = call(place_anywhere, tree, region, size, case=case)
+        try:
+            got_placed = call(place_anywhere, tree, region, size, case=case)
+        except CheckFailed:
+            _check_locked(tree, case)  # the other CPU got in: that is the first thing to say
+            raise
+        _check_locked(tree, case)
+        tree.other_cpu_places()  # now, after your function, when the lock must be free
         got = range_values(region.range) if region in tree.regions() else None
-        unlocked = [what for what, locked in tree.seen if not locked]
-        record(case, got_placed, got, unlocked, tree.get_lock().is_locked())
+        # where the other CPU's page went (None: it never got the lock), not "the lock was
+        # held", a True anyone could write: its place depends on when it got the lock
+        record(case, got_placed, got, range_values(getattr(tree.other_cpu, "range", None)))
         if got_placed is not wanted_placed:
             raise CheckFailed(f"{case}: return {wanted_placed} (placed or not), not "
                               f"{got_placed!r}")
         if got != wanted:
             raise CheckFailed(f"{case}: the region should be in the tree at {wanted}, "
                               f"it is at {got}")
-        if unlocked:
-            raise CheckFailed(f"{case}: the {unlocked[0]} ran without the tree's lock: another "
-                              f"CPU could take the range between the find and the insert")
-        if tree.get_lock().is_locked():
+        if tree.get_lock().is_locked() or tree.other_cpu is None:
             raise CheckFailed(f"{case}: the tree's lock is still held after your function")
         count += 1
     return passed(count, "placements")
+
+
+def _check_locked(tree: WatchedTree, case: str) -> None:
+    unlocked = [what for what, locked in tree.seen if not locked]
+    if unlocked:
+        raise CheckFailed(f"{case}: the {unlocked[0]} ran without the tree's lock: another "
+                          f"CPU could take the range between the find and the insert")
 
 
 # 2. Which schedules make two find-then-insert threads collide ----------------------------------
