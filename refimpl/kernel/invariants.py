@@ -27,10 +27,14 @@ def page_table_references(mm: MemoryManager) -> Counter[int]:
                  for directory in mm.page_directories_by_cr3.values()
                  for page in directory.directory_pages.values()}
     fmt = mm.format
+    present = fmt.present_mask
     counts: Counter[int] = Counter()
     for frame in pd_frames:
-        for entry in mm.machine.memory.entries(frame):
-            if entry & fmt.present_mask:
+        entries = mm.machine.memory.entries(frame)
+        if not any(entries):  # most PD pages are empty: one pass in C
+            continue
+        for entry in entries:
+            if entry & present:
                 counts[fmt.decode_frame(entry)] += 1
     return counts
 

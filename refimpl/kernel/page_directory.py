@@ -130,10 +130,14 @@ class PageDirectory:
     def page_table_addresses(self) -> dict[int, PhysicalAddress]:
         """Every page table of the user part: pdpt_index * 512 + pd_index -> its address."""
         mm = self._mm
+        present = mm.format.present_mask
         tables = {}
         for pdpt_index in range(mm.layout.kernel_pdpt_index):
-            for pd_index, raw in enumerate(mm.quickmap_pd(self, pdpt_index).raw_entries()):
-                if raw & mm.format.present_mask:
+            entries = mm.quickmap_pd(self, pdpt_index).raw_entries()
+            if not any(entries):  # most PDs of a process are empty: one pass in C
+                continue
+            for pd_index, raw in enumerate(entries):
+                if raw & present:
                     tables[pdpt_index * 512 + pd_index] = PhysicalAddress(
                         mm.format.decode_frame(raw) * PAGE_SIZE)
         return tables
