@@ -128,13 +128,19 @@ class PageDirectory:
         return PageDirectory.find_by_cr3(mm, mm.current_cpu().mmu.cr3)
 
     def page_table_addresses(self) -> dict[int, PhysicalAddress]:
-        """Every page table of the user part: pdpt_index * 512 + pd_index -> its address."""
+        """Every page table of the user part: pdpt_index * 512 + pd_index -> its address.
+        An inspection (for destroy's sanity check, the checks, the figures), so it reads the PD
+        pages in RAM as a debugger would, not through the quickmap window: no kernel decision
+        depends on it, and a process has 128 PD pages, nearly all empty."""
         mm = self._mm
         present = mm.format.present_mask
         tables = {}
         for pdpt_index in range(mm.layout.kernel_pdpt_index):
-            entries = mm.quickmap_pd(self, pdpt_index).raw_entries()
-            if not any(entries):  # most PDs of a process are empty: one pass in C
+            page = self.directory_pages.get(pdpt_index)
+            if page is None:
+                continue
+            entries = mm.machine.memory.entries(page.paddr() // PAGE_SIZE)
+            if not any(entries):  # one pass in C
                 continue
             for pd_index, raw in enumerate(entries):
                 if raw & present:

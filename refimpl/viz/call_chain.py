@@ -57,12 +57,13 @@ def record_call_chain(action: Callable[[], object], functions: Iterable[str],
     """Run `action()`, recording calls and returns of the functions whose qualified name (e.g.
     "MemoryManager.ensure_pte") is in `functions`. Returns (action's result, events)."""
     wanted = set(functions)
+    bare_names = {name.rsplit(".", 1)[-1] for name in wanted}  # a cheap first filter
     events: list[ChainEvent] = []
     depth = 0
 
     def profiler(frame, event, value):
         nonlocal depth
-        if event not in ("call", "return"):
+        if event not in ("call", "return") or frame.f_code.co_name not in bare_names:
             return
         name = _qualname(frame)
         if name not in wanted:
