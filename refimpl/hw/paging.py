@@ -98,6 +98,7 @@ class PagingFormat:
         object.__setattr__(self, "flag_bits", MappingProxyType(dict(self.flag_bits)))
         self._validate()
         object.__setattr__(self, "_masks", {})  # flags -> bits, filled by mask() as it is asked
+        object.__setattr__(self, "_encodable", {})  # flags -> bits, once encode() checked them
 
     def _check_types(self) -> None:
         """TypeError or ValueError naming the field, before any arithmetic uses it."""
@@ -242,10 +243,13 @@ class PagingFormat:
         if not 0 <= frame <= self.frame_mask:
             raise ValueError(f"frame {frame:#x} does not fit in the {self.frame_bits}-bit frame "
                              f"number of {self.name}")
-        missing = [flag.name for flag in PTEFlags if flag & flags and not self.has(flag)]
-        if missing:
-            raise ValueError(f"{self.name} entries have no {', '.join(missing)} bit")
-        return (frame << self.frame_shift) | self.mask(flags)
+        bits = self._encodable.get(flags)
+        if bits is None:  # checked once per set of flags: encode is on every mapping's path
+            missing = [flag.name for flag in PTEFlags if flag & flags and not self.has(flag)]
+            if missing:
+                raise ValueError(f"{self.name} entries have no {', '.join(missing)} bit")
+            bits = self._encodable[flags] = self.mask(flags)
+        return (frame << self.frame_shift) | bits
 
     def decode_frame(self, entry: int) -> int:
         return (entry >> self.frame_shift) & self.frame_mask
