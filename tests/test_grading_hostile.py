@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -363,24 +364,44 @@ def run_as_nobody(argv: list[str], cwd: Path):
                           capture_output=True, text=True, timeout=600)
 
 
+def closed_to_others(paths: list[str]) -> list[Path]:
+    """The folders on the way to `paths` that other users cannot pass through (a checkout
+    cloned into a `mktemp -d` folder, mode 0700, say)."""
+    closed = set()
+    for path in paths:
+        for folder in [Path(path), *Path(path).parents]:
+            if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
+                closed.add(folder)
+    return sorted(closed)
+
+
 @pytest.fixture
 def nobodys_class(toys, tmp_path_factory):  # noqa: F811 - the fixture of test_grading_machinery
     """A copy of the toy class (two honest students, one who tries to write where it should
-    not) and its checks, in a folder the unprivileged user owns."""
+    not) and its checks, in a folder the unprivileged user owns. As root, the folders on the
+    way to the project and its packages are opened to others for passing through (x, not r)
+    for the test's length, then closed again."""
     import shutil
     import tempfile
+    opened = closed_to_others(nobodys_python()[1].split(os.pathsep)) if os.geteuid() == 0 else []
     folder = Path(tempfile.mkdtemp(prefix="refimpl-nobody-"))
-    solutions = shutil.copytree(toys.solutions, folder / "solutions")
-    shutil.copy(toys.checks, folder / "toy_checks.py")
-    notebooks = {path.name: nbformat.read(path, as_version=4)
-                 for path in sorted(solutions.glob("*.ipynb"))}
-    write_notebooks(folder / "class" / "honest", notebooks)
-    write_notebooks(folder / "class" / "zz-honest", notebooks)
-    if os.geteuid() == 0:
-        for path in [folder, *folder.rglob("*")]:
-            os.chown(path, NOBODY, NOBODY)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        for closed in opened:
+            closed.chmod(closed.stat().st_mode | stat.S_IXOTH)
+        solutions = shutil.copytree(toys.solutions, folder / "solutions")
+        shutil.copy(toys.checks, folder / "toy_checks.py")
+        notebooks = {path.name: nbformat.read(path, as_version=4)
+                     for path in sorted(solutions.glob("*.ipynb"))}
+        write_notebooks(folder / "class" / "honest", notebooks)
+        write_notebooks(folder / "class" / "zz-honest", notebooks)
+        if os.geteuid() == 0:
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, NOBODY, NOBODY)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for closed in opened:
+            closed.chmod(closed.stat().st_mode & ~stat.S_IXOTH)
 
 
 def test_an_unprivileged_grader_really_refuses_or_really_isolates(nobodys_class):
