@@ -364,30 +364,31 @@ def run_as_nobody(argv: list[str], cwd: Path):
                           capture_output=True, text=True, timeout=600)
 
 
-def closed_to_others(paths: list[str]) -> list[Path]:
-    """The folders on the way to `paths` that other users cannot pass through (a checkout
-    cloned into a `mktemp -d` folder, mode 0700, say)."""
-    closed = set()
-    for path in paths:
-        for folder in [Path(path), *Path(path).parents]:
-            if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
-                closed.add(folder)
-    return sorted(closed)
+def closed_to_others(paths: list[str]) -> dict[Path, int]:
+    """The mode bits others lack to import from `paths` (a checkout cloned into a `mktemp -d`
+    folder, mode 0700, say): read and pass through on each path itself (Python lists a
+    sys.path folder to find modules in it), pass through on the folders above it."""
+    missing: dict[Path, int] = {}
+    for path in map(Path, paths):
+        for folder, needed in [(path, stat.S_IROTH | stat.S_IXOTH),
+                               *((parent, stat.S_IXOTH) for parent in path.parents)]:
+            if folder.is_dir() and needed & ~folder.stat().st_mode:
+                missing[folder] = missing.get(folder, 0) | (needed & ~folder.stat().st_mode)
+    return missing
 
 
 @pytest.fixture
 def nobodys_class(toys, tmp_path_factory):  # noqa: F811 - the fixture of test_grading_machinery
     """A copy of the toy class (two honest students, one who tries to write where it should
-    not) and its checks, in a folder the unprivileged user owns. As root, the folders on the
-    way to the project and its packages are opened to others for passing through (x, not r)
-    for the test's length, then closed again."""
+    not) and its checks, in a folder the unprivileged user owns. As root, what others lack
+    to import the project and its packages is opened for the test's length, then closed."""
     import shutil
     import tempfile
-    opened = closed_to_others(nobodys_python()[1].split(os.pathsep)) if os.geteuid() == 0 else []
+    opened = closed_to_others(nobodys_python()[1].split(os.pathsep)) if os.geteuid() == 0 else {}
     folder = Path(tempfile.mkdtemp(prefix="refimpl-nobody-"))
     try:
-        for closed in opened:
-            closed.chmod(closed.stat().st_mode | stat.S_IXOTH)
+        for closed, bits in opened.items():
+            closed.chmod(closed.stat().st_mode | bits)
         solutions = shutil.copytree(toys.solutions, folder / "solutions")
         shutil.copy(toys.checks, folder / "toy_checks.py")
         notebooks = {path.name: nbformat.read(path, as_version=4)
@@ -400,8 +401,8 @@ def nobodys_class(toys, tmp_path_factory):  # noqa: F811 - the fixture of test_g
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        for closed in opened:
-            closed.chmod(closed.stat().st_mode & ~stat.S_IXOTH)
+        for closed, bits in opened.items():
+            closed.chmod(closed.stat().st_mode & ~bits)
 
 
 def test_an_unprivileged_grader_really_refuses_or_really_isolates(nobodys_class):
