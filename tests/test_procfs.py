@@ -5,7 +5,8 @@ from refimpl.ak import MUST
 from refimpl.hw import X86_64, Machine, MiB
 from refimpl.kernel import MemoryManager
 from refimpl.kernel.process import Process, ProgramImage
-from refimpl.kernel.procfs import LayoutRow, layout, virtual_memory_stats
+from refimpl.kernel.procfs import (LayoutRow, access_letters, layout, short_pagemap,
+                                   virtual_memory_stats)
 
 PAGE = 4096
 KEYS = ["readable", "writable", "executable", "stack", "shared", "syscall", "purgeable",
@@ -77,3 +78,11 @@ def test_layout_marks_each_page():
     assert isinstance(row, LayoutRow) and row.end == row.base + 3 * PAGE and row.resident() == 2
     bases = [row.base for row in layout(child.space)]
     assert bases == sorted(bases)
+
+
+def test_an_entry_reads_as_access_letters_and_a_long_pagemap_as_runs():
+    entry = {"readable": True, "writable": False, "executable": True}
+    assert access_letters(entry) == "r-x"
+    assert short_pagemap("PZZN") == "PZZN"
+    assert short_pagemap("Z" * 255 + "P") == "Z×255 P"
+    assert short_pagemap("N" + "P" * 20, longest=30) == "N" + "P" * 20

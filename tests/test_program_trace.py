@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from refimpl.kernel.anonymous_vmobject import COW_FAULT, COW_FAULT_LAST_HOLDER, ZERO_FAULT
 from refimpl.kernel.process import ProgramImage
-from refimpl.kernel.program_trace import CHILD, example_trace, parse_prot, run_trace, split_step
+from refimpl.kernel.program_trace import (CHILD, example_trace, parse_prot, run_trace, split_step,
+                                         step_in_hex)
 
 PAGE = 4096
 LAST = COW_FAULT_LAST_HOLDER
@@ -145,3 +146,7 @@ def test_any_splits_writes_and_forks_give_every_page_back(before, after):
             assert all(a.end <= b.base for a, b in zip(rows, rows[1:]))
         if outcome.error:  # only what a program can get wrong: a bad access or range
             assert outcome.error.split()[0] in ("EFAULT", "EINVAL", "ENOMEM", "EPERM")
+
+
+def test_a_step_reads_in_hex_as_written():
+    assert step_in_hex(("munmap", "heap", 0x1000, 0x2000)) == "('munmap', 'heap', 0x1000, 0x2000)"

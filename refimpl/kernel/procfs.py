@@ -19,6 +19,7 @@ Keys that cannot be modelled honestly, and what they say here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 from refimpl.kernel.address import PAGE_SIZE
@@ -118,3 +119,18 @@ def _pagemap_letter(region: Region, page_index: int) -> str:
     if page is None:
         return "N"
     return "P" if is_resident(region, page_index) else "Z"
+
+
+def access_letters(entry: dict) -> str:
+    """"r-x" from a /proc/<pid>/vm entry's readable, writable and executable keys."""
+    return "".join(letter if entry[key] else "-" for key, letter in
+                   (("readable", "r"), ("writable", "w"), ("executable", "x")))
+
+
+def short_pagemap(pagemap: str, longest: int = 16) -> str:
+    """A pagemap longer than `longest` letters, run-length encoded ("Z×255 P") to fit a table
+    cell; a shorter one as it is."""
+    if len(pagemap) <= longest:
+        return pagemap
+    runs = ((letter, len(list(run))) for letter, run in groupby(pagemap))
+    return " ".join(letter if count == 1 else f"{letter}×{count}" for letter, count in runs)

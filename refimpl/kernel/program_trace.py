@@ -94,6 +94,12 @@ def split_step(step: tuple) -> tuple[str, str, tuple]:
     return operation, who, arguments
 
 
+def step_in_hex(step: tuple) -> str:
+    """A step as written, its numbers in hex (as addresses and sizes are read)."""
+    items = (f"{item:#x}" if isinstance(item, int) else repr(item) for item in step)
+    return "(" + ", ".join(items) + ")"
+
+
 def run_trace(image: ProgramImage, steps: list[tuple], seed: int = 0,
               mm: MemoryManager | None = None) -> list[StepOutcome]:
     """Run `steps` (the first is ("exec",)) on a fresh kernel, or on `mm`; one StepOutcome per
