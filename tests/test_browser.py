@@ -18,6 +18,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,24 @@ def move_first_control(page, expect) -> bool:
         current = select.evaluate("s => s.selectedIndex")
         select.select_option(index=(current + 1) % options)
     page.wait_for_function(f"(before) => ({DRAWN})() !== before", arg=before, timeout=30_000)
-    page.wait_for_function(KERNEL_IDLE, timeout=60_000)  # every key press redrawn: a true picture
+    wait_until_settled(page)
     control.scroll_into_view_if_needed()
     return True
+
+
+def wait_until_settled(page, timeout: float = 30) -> None:
+    """Until the kernel is idle and the outputs stay the same for 0.7 s: each key press is a
+    redraw of its own, and the kernel goes idle between them, so the screenshot must wait for
+    the last one to be drawn."""
+    drawn, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+        now = page.evaluate(DRAWN)
+        if now == drawn:
+            return
+        drawn = now
+        page.wait_for_timeout(700)
+    raise AssertionError(f"the outputs were still changing after {timeout} s")
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda path: path.stem)
